@@ -1,0 +1,18 @@
+"""Kedro project settings."""
+import os
+
+from kedro.config import OmegaConfigLoader
+
+from singer_rec.hooks import MlflowTrackingHook
+
+os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
+
+HOOKS = (MlflowTrackingHook(),)
+
+CONFIG_LOADER_CLASS = OmegaConfigLoader
+CONFIG_LOADER_ARGS = {
+    "base_env": "base",
+    "default_run_env": "local",
+    # `mlflow.yml` holds the tracking settings read by the hook.
+    "config_patterns": {"mlflow": ["mlflow*", "mlflow*/**"]},
+}
