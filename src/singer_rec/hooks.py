@@ -75,7 +75,7 @@ class MlflowTrackingHook:
     def _client(self):
         from mlflow.tracking import MlflowClient
 
-        return MlflowClient(tracking_uri=self._uri)
+        return MlflowClient(tracking_uri=self._uri or os.environ[tracking.URI_ENV])
 
     def _experiment_id(self, client) -> str:
         exp = client.get_experiment_by_name(self._experiment)
@@ -107,7 +107,9 @@ class MlflowTrackingHook:
             tags["mlflow.source.git.commit"] = commit
         run = client.create_run(exp_id, tags=tags)
         self._parent_run_id = run.info.run_id
+        # Published for worker processes of the parallel runner, whose hook instances are fresh.
         os.environ[PARENT_RUN_ENV] = self._parent_run_id
+        os.environ[tracking.URI_ENV] = self._uri
         extra = run_params.get("runtime_params") or run_params.get("extra_params") or {}
         if extra:
             client.log_param(self._parent_run_id, "runtime_params", str(extra)[: tracking.MAX_PARAM_CHARS])
@@ -119,6 +121,7 @@ class MlflowTrackingHook:
         self._client().set_terminated(self._parent_run_id, status=status)
         self._parent_run_id = None
         os.environ.pop(PARENT_RUN_ENV, None)
+        os.environ.pop(tracking.URI_ENV, None)
 
     @hook_impl
     def after_pipeline_run(self, run_params, run_result, pipeline, catalog) -> None:
@@ -134,7 +137,7 @@ class MlflowTrackingHook:
     @hook_impl
     def before_node_run(self, node, catalog, inputs, is_async, run_id) -> None:
         parent = self._parent_run_id or os.environ.get(PARENT_RUN_ENV)
-        if not self._enabled or parent is None or not (TRACKED_TAGS & set(node.tags)):
+        if parent is None or not (TRACKED_TAGS & set(node.tags)):
             return
         client = self._client()
         exp_id = client.get_run(parent).info.experiment_id
@@ -148,7 +151,6 @@ class MlflowTrackingHook:
             },
         )
         self._child_runs[node.name] = child.info.run_id
-        os.environ[tracking.URI_ENV] = self._uri
         os.environ[tracking.RUN_ID_ENV] = child.info.run_id
         params = {}
         for name, value in inputs.items():
