@@ -1,0 +1,137 @@
+"""GRPO pieces (paper Eq. 1-2): group advantages, the k3 KL estimator, the clipped loss, and the
+per-token log-probabilities of completions under a causal LM.
+
+Loss averaging (the paper's Eq. 2): the per-token objective is averaged over the valid tokens of
+each sequence (1/|y|), then over sequences. With gradient accumulation every micro-batch divides
+its sum over sequences by the number of sequences in the *whole* optimiser batch, so the
+accumulated gradient equals the gradient of the full-batch mean.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+
+def group_advantages(rewards: Sequence[float] | torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
+    """Eq. 1: (R - mean) / (std + eps) within one group.
+
+    std is the unbiased sample standard deviation (as TRL's GRPO, which MiniOneRec builds on);
+    a group of one sample, or with equal rewards, gets zero advantages.
+    """
+    r = torch.as_tensor(rewards, dtype=torch.float64)
+    if r.numel() < 2:
+        return torch.zeros_like(r)
+    return (r - r.mean()) / (r.std(unbiased=True) + eps)
+
+
+def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+    """Per-token k3 estimator of KL[π_θ || π_ref]: exp(ref - logp) - (ref - logp) - 1 (>= 0; 0 iff equal)."""
+    delta = ref_logp - logp
+    return torch.exp(delta) - delta - 1.0
+
+
+@dataclass
+class LossParts:
+    loss: torch.Tensor           # to backpropagate
+    kl: float                    # mean per-sequence token-mean k3 KL
+    clip_fraction: float         # fraction of valid tokens whose ratio left [1-ε, 1+ε]
+    surrogate: float             # mean clipped surrogate (before the KL term)
+    num_tokens: int
+
+
+def grpo_loss(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    ref_logp: torch.Tensor | None,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    clip_eps: float = 0.2,
+    beta: float = 0.1,
+    num_sequences: int | None = None,
+) -> LossParts:
+    """Negative Eq. 2 for a batch of completions.
+
+    logp, old_logp, ref_logp, mask: ``[N, T]`` per-token log-probs of the sampled tokens under the
+    policy being trained, the rollout policy and the frozen reference; mask marks real tokens.
+    advantages: ``[N]`` (one per sequence, shared by its tokens). ``num_sequences``: the divisor
+    over sequences (defaults to N; pass the full batch size under gradient accumulation).
+    """
+    mask = mask.to(logp.dtype)
+    adv = advantages.to(logp.dtype).unsqueeze(1)
+    ratio = torch.exp(logp - old_logp.detach())
+    surrogate = torch.minimum(ratio * adv, torch.clamp(ratio, 1 - clip_eps, 1 + clip_eps) * adv)
+    if ref_logp is not None and beta != 0.0:
+        kl = k3_kl(logp, ref_logp.detach())
+    else:
+        kl = torch.zeros_like(logp)
+    per_token = surrogate - beta * kl
+    lengths = mask.sum(dim=1).clamp(min=1.0)
+    per_sequence = (per_token * mask).sum(dim=1) / lengths
+    divisor = float(num_sequences if num_sequences is not None else logp.shape[0])
+    loss = -per_sequence.sum() / divisor
+    with torch.no_grad():
+        clipped = ((ratio - 1.0).abs() > clip_eps).to(logp.dtype) * mask
+        return LossParts(
+            loss=loss,
+            kl=float(((kl * mask).sum(dim=1) / lengths).mean()),
+            clip_fraction=float(clipped.sum() / mask.sum().clamp(min=1.0)),
+            surrogate=float(((surrogate * mask).sum(dim=1) / lengths).mean()),
+            num_tokens=int(mask.sum()),
+        )
+
+
+@dataclass
+class TokenLogprobs:
+    logp: torch.Tensor     # [N, T] log-prob of each completion token (0 at padding)
+    mask: torch.Tensor     # [N, T] bool, True at real completion tokens
+    entropy: torch.Tensor  # [N, T] entropy of the next-token distribution at each completion token
+
+
+def completion_logprobs(
+    model,
+    prompts: Sequence[Sequence[int]],
+    completions: Sequence[Sequence[int]],
+    pad_token_id: int = 0,
+    with_entropy: bool = False,
+) -> TokenLogprobs:
+    """Log-probs of ``completions[i]`` following ``prompts[i]`` under a causal LM, over the full vocabulary.
+
+    Sequences are right-padded with an attention mask, so positions (and hence the rotary
+    embeddings) match an unpadded forward pass. The prompt of a guided hard sample includes its
+    SID prefix, so only the tokens generated after the guide are scored.
+    """
+    if len(prompts) != len(completions):
+        raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
+    device = next(model.parameters()).device
+    full = [list(p) + list(c) for p, c in zip(prompts, completions)]
+    width = max(len(s) for s in full)
+    comp_width = max(1, max(len(c) for c in completions))
+    input_ids = torch.full((len(full), width), pad_token_id, dtype=torch.long)
+    attention = torch.zeros((len(full), width), dtype=torch.long)
+    for row, seq in enumerate(full):
+        input_ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        attention[row, : len(seq)] = 1
+    logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits.float()
+    # gather the logits that predict each completion token: position (len(prompt) + j - 1)
+    gather_pos = torch.zeros((len(full), comp_width), dtype=torch.long)
+    targets = torch.zeros((len(full), comp_width), dtype=torch.long)
+    mask = torch.zeros((len(full), comp_width), dtype=torch.bool)
+    for row, (p, c) in enumerate(zip(prompts, completions)):
+        n = len(c)
+        if n == 0:
+            continue
+        gather_pos[row, :n] = torch.arange(len(p) - 1, len(p) - 1 + n)
+        targets[row, :n] = torch.tensor(list(c), dtype=torch.long)
+        mask[row, :n] = True
+    gather_pos, targets, mask = gather_pos.to(device), targets.to(device), mask.to(device)
+    picked = torch.gather(logits, 1, gather_pos.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
+    log_probs = torch.log_softmax(picked, dim=-1)
+    token_logp = torch.gather(log_probs, 2, targets.unsqueeze(-1)).squeeze(-1) * mask
+    if with_entropy:
+        with torch.no_grad():
+            entropy = -(log_probs.exp() * log_probs).sum(-1) * mask
+    else:
+        entropy = torch.zeros_like(token_logp)
+    return TokenLogprobs(logp=token_logp, mask=mask, entropy=entropy)

@@ -1,0 +1,98 @@
+"""SINGER rewards (paper Eq. 6-9) for one rollout group.
+
+A group is the k candidates of one prompt, best beam position first. Candidates and the target
+are token sequences (a SID's tokens, or a title's tokens) compared as whole sequences: one
+sequence is one item, so "the candidate is the target item" is sequence equality.
+
+Variants (paper Fig. 4c):
+  * ``acc``      R = R_acc for every sample.
+  * ``acc+rank`` R = R_acc + R_rank for every sample (SINGER w/o SID).
+  * ``full``     Eq. 9: normal samples R_acc + R_rank, hard samples R_reason (SINGER).
+  * ``sid-all``  the SID-level reward for every sample: normal samples R_acc + R_rank + R_reason,
+                 hard samples R_reason (SINGER w/ SIDALL; the paper calls it an *additional*
+                 signal on easy samples, so it is added, not substituted).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Sequence
+
+REWARD_VARIANTS = ("acc", "acc+rank", "full", "sid-all")
+
+
+def check_decay(decay: float) -> float:
+    """λ must lie strictly inside (0, 1) so that 0 <= 1 - λ^k < 1 (Eq. 8)."""
+    if not 0.0 < float(decay) < 1.0:
+        raise ValueError(f"rl sid_reward_decay (λ) must be in the open interval (0, 1), got {decay}")
+    return float(decay)
+
+
+def check_variant(variant: str) -> str:
+    if variant not in REWARD_VARIANTS:
+        raise ValueError(f"unknown reward variant {variant!r}; expected one of {list(REWARD_VARIANTS)}")
+    return variant
+
+
+def match_depth(candidate: Sequence[Hashable], target: Sequence[Hashable]) -> int:
+    """κ(e, e*) = max{k : e_{1:k} = e*_{1:k}}: how many leading SID levels agree (0 if none)."""
+    depth = 0
+    for mine, theirs in zip(candidate, target):
+        if mine != theirs:
+            break
+        depth += 1
+    return depth
+
+
+def accuracy_rewards(candidates: Sequence[Sequence[Hashable]], target: Sequence[Hashable]) -> list[float]:
+    """Eq. 6: 1 for the target item, 0 otherwise."""
+    target = tuple(target)
+    return [1.0 if tuple(c) == target else 0.0 for c in candidates]
+
+
+def rank_rewards(candidates: Sequence[Sequence[Hashable]], target: Sequence[Hashable]) -> list[float]:
+    """Eq. 7: 0 for the target; -1/ln(p+1) for a negative at 1-based position p (list order)."""
+    target = tuple(target)
+    return [0.0 if tuple(c) == target else -1.0 / math.log(position + 1) for position, c in enumerate(candidates, 1)]
+
+
+def sid_level_rewards(
+    candidates: Sequence[Sequence[Hashable]], target: Sequence[Hashable], decay: float
+) -> list[float]:
+    """Eq. 8: 1 - λ^κ with κ the deepest matching SID level."""
+    decay = check_decay(decay)
+    return [1.0 - decay ** match_depth(c, target) for c in candidates]
+
+
+def is_hard(candidates: Sequence[Sequence[Hashable]], target: Sequence[Hashable]) -> bool:
+    """A sample is hard when none of its rollout candidates is the target item."""
+    target = tuple(target)
+    return not any(tuple(c) == target for c in candidates)
+
+
+def group_rewards(
+    candidates: Sequence[Sequence[Hashable]],
+    target: Sequence[Hashable],
+    hard: bool,
+    variant: str = "full",
+    decay: float = 0.5,
+    hierarchical: bool = True,
+) -> list[float]:
+    """The rewards of one group under a reward variant (see the module docstring).
+
+    ``hard`` says whether the *sample* is hard (its first, unguided rollout had no hit); the
+    candidates are then its guided continuations. ``hierarchical=False`` (title answers: no SID
+    levels) drops the SID-level term, so hard title samples fall back to R_acc (+ R_rank).
+    """
+    check_variant(variant)
+    acc = accuracy_rewards(candidates, target)
+    if variant == "acc":
+        return acc
+    acc_rank = [a + r for a, r in zip(acc, rank_rewards(candidates, target))]
+    if variant == "acc+rank" or not hierarchical:
+        return acc_rank
+    reason = sid_level_rewards(candidates, target, decay)
+    if hard:
+        return reason
+    if variant == "full":
+        return acc_rank
+    return [ar + s for ar, s in zip(acc_rank, reason)]  # sid-all

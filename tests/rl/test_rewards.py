@@ -1,0 +1,74 @@
+import math
+
+import pytest
+
+from singer_rec.rl.curriculum import guide_length, guided_prefix
+from singer_rec.rl.rewards import (
+    accuracy_rewards,
+    group_rewards,
+    is_hard,
+    match_depth,
+    rank_rewards,
+    sid_level_rewards,
+)
+
+TARGET = (1, 2, 3)
+# a hand-made group, beam order: miss at level 2, the target, miss at level 1, miss at level 3
+GROUP = [(1, 5, 6), (1, 2, 3), (9, 2, 3), (1, 2, 4)]
+
+
+def test_accuracy_and_rank_rewards_by_hand():
+    assert accuracy_rewards(GROUP, TARGET) == [0.0, 1.0, 0.0, 0.0]
+    rank = rank_rewards(GROUP, TARGET)
+    assert rank[0] == pytest.approx(-1 / math.log(2))   # p=1: -1.4427
+    assert rank[1] == 0.0                                # the target
+    assert rank[2] == pytest.approx(-1 / math.log(4))   # p=3: -0.7213
+    assert rank[3] == pytest.approx(-1 / math.log(5))   # p=4: -0.6213
+    assert rank[0] == pytest.approx(-1.4426950408889634)
+
+
+def test_match_depth_and_sid_level_reward():
+    assert [match_depth(c, TARGET) for c in GROUP] == [1, 3, 0, 2]
+    # 1 - 0.5^k for k = 1, 3, 0, 2
+    assert sid_level_rewards(GROUP, TARGET, 0.5) == [0.5, 0.875, 0.0, 0.75]
+    assert sid_level_rewards(GROUP, TARGET, 0.25) == [0.75, 1 - 0.25**3, 0.0, 0.9375]
+    assert match_depth((1, 2), (1, 2, 3, 0)) == 2  # a suffix-less SID vs a 4-token one
+
+
+@pytest.mark.parametrize("decay", [0.0, 1.0, -0.1, 1.5])
+def test_decay_outside_open_interval_fails(decay):
+    with pytest.raises(ValueError, match=r"\(0, 1\)"):
+        sid_level_rewards(GROUP, TARGET, decay)
+
+
+def test_group_rewards_per_variant():
+    normal = GROUP
+    hard = [(1, 5, 6), (1, 2, 4), (7, 7, 7)]  # guided continuations, none is the target
+    assert not is_hard(normal, TARGET) and is_hard(hard, TARGET)
+    l2, l4, l5 = 1 / math.log(2), 1 / math.log(4), 1 / math.log(5)
+    assert group_rewards(normal, TARGET, False, "acc") == [0, 1, 0, 0]
+    assert group_rewards(normal, TARGET, False, "acc+rank") == pytest.approx([-l2, 1, -l4, -l5])
+    assert group_rewards(normal, TARGET, False, "full") == pytest.approx([-l2, 1, -l4, -l5])
+    assert group_rewards(normal, TARGET, False, "sid-all") == pytest.approx([-l2 + 0.5, 1.875, -l4, -l5 + 0.75])
+    assert group_rewards(hard, TARGET, True, "full", 0.5) == [0.5, 0.75, 0.0]
+    assert group_rewards(hard, TARGET, True, "sid-all", 0.5) == [0.5, 0.75, 0.0]
+    assert group_rewards(hard, TARGET, True, "acc") == [0, 0, 0]
+    assert group_rewards(hard, TARGET, True, "acc+rank") == pytest.approx([-l2, -1 / math.log(3), -l4])
+    # titles have no SID levels: a hard title sample keeps acc+rank
+    assert group_rewards(hard, TARGET, True, "full", hierarchical=False) == pytest.approx([-l2, -1 / math.log(3), -l4])
+
+
+def test_unknown_reward_variant_fails():
+    with pytest.raises(ValueError, match="unknown reward variant 'sid'"):
+        group_rewards(GROUP, TARGET, False, "sid")
+
+
+def test_guide_length_at_chosen_steps():
+    # T = 10 steps, L = 3 levels: floor((1 - t/10) * 3)
+    assert [guide_length(t, 10, 3) for t in range(1, 11)] == [2, 2, 2, 1, 1, 1, 0, 0, 0, 0]
+    assert guide_length(0, 10, 3) == 2  # capped at L - 1: something is always generated
+    assert guide_length(1, 3, 3) == 2 and guide_length(2, 3, 3) == 1 and guide_length(3, 3, 3) == 0
+    assert guide_length(5, 100, 4) == 3  # floor(0.95 * 4) = 3
+    assert guided_prefix([11, 12, 13], 4, 10) == [11]
+    with pytest.raises(ValueError, match="step must be in"):
+        guide_length(11, 10, 3)
