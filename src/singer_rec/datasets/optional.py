@@ -1,0 +1,40 @@
+"""``OptionalDataset``: wraps any dataset and loads ``None`` when the wrapped data is absent.
+
+For nodes that gather results other stages may or may not have produced (the report), so a run
+with only some of them still works. Saving is refused: an optional input is read-only here.
+
+    report.sft_metrics:
+      type: singer_rec.datasets.optional.OptionalDataset
+      dataset: {type: json.JSONDataset, filepath: data/08_reporting/sft/test_metrics.json}
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from kedro.io import AbstractDataset, DatasetError
+
+logger = logging.getLogger(__name__)
+
+
+class OptionalDataset(AbstractDataset):
+    def __init__(self, dataset: dict[str, Any], metadata: dict[str, Any] | None = None):
+        if not isinstance(dataset, dict) or "type" not in dataset:
+            raise DatasetError("OptionalDataset needs 'dataset': a dataset config with a 'type'")
+        self._dataset = AbstractDataset.from_config("optional_inner", dict(dataset))
+        self.metadata = metadata
+
+    def load(self) -> Any:
+        if not self._dataset.exists():
+            logger.info("optional input %s is absent: loading None", self._dataset)
+            return None
+        return self._dataset.load()
+
+    def save(self, data: Any) -> None:
+        raise DatasetError("OptionalDataset is read-only")
+
+    def _exists(self) -> bool:
+        return self._dataset.exists()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"dataset": str(self._dataset)}
