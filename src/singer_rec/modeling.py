@@ -236,10 +236,12 @@ def check_model_config(model_cfg: Mapping[str, Any]) -> None:
                 )
 
 
-def build_model(model_cfg: Mapping[str, Any], corpus: Iterable[str], sid_tokens: list[str], seed: int = 0):
+def build_model(model_cfg: Mapping[str, Any], corpus: Iterable[str], sid_tokens: list[str], seed: int = 0,
+                tokenizer=None):
     """The base model and tokenizer of a preset, with SID tokens added. Returns ``(model, tokenizer)``.
 
     ``corpus`` (item texts + templates) is only read by the ``scratch`` preset's tokenizer.
+    ``tokenizer``: reuse one built before (a resumed or distributed run shares one tokenizer).
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
@@ -249,7 +251,8 @@ def build_model(model_cfg: Mapping[str, Any], corpus: Iterable[str], sid_tokens:
     torch.manual_seed(seed)
     if preset == "scratch":
         cfg = {**SCRATCH_DEFAULTS, **(model_cfg.get("scratch") or {})}
-        tokenizer = train_scratch_tokenizer(corpus, cfg["tokenizer_vocab_size"])
+        if tokenizer is None:
+            tokenizer = train_scratch_tokenizer(corpus, cfg["tokenizer_vocab_size"])
         add_sid_tokens(tokenizer, sid_tokens)
         config = Qwen2Config(
             vocab_size=len(tokenizer),
@@ -274,7 +277,8 @@ def build_model(model_cfg: Mapping[str, Any], corpus: Iterable[str], sid_tokens:
             source = str(hf["path"])
             local_only = not hf.get("allow_download", False)
             trust = bool(hf.get("trust_remote_code", False))
-        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only, trust_remote_code=trust)
+        if tokenizer is None:
+            tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only, trust_remote_code=trust)
         model = AutoModelForCausalLM.from_pretrained(source, local_files_only=local_only, trust_remote_code=trust, dtype=torch.float32)
         if tokenizer.eos_token is None:
             raise ModelConfigError(f"base model {source!r}: tokenizer has no EOS token")
@@ -301,10 +305,13 @@ def apply_lora(model, lora_cfg: Mapping[str, Any], sid_ids: list[int]):
 
 
 def unwrap_for_saving(model):
-    """The plain transformers model: DDP unwrapped, LoRA adapters merged."""
+    """The plain transformers model: DDP unwrapped, LoRA adapters merged (into a copy, so that
+    training can go on with the adapters)."""
+    import copy
+
     model = getattr(model, "module", model)
     if hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
+        model = copy.deepcopy(model).merge_and_unload()
     return model
 
 

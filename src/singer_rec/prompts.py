@@ -1,5 +1,27 @@
-"""Task prompts of the paper (Fig. 5-10) and the one way a prompt is shown to the model."""
+"""Task prompts of the paper (Fig. 5-10) and the one way a prompt is shown to the model.
+
+Six tasks (paper §3.1, Appendix D). Sequence tasks make one row per user sequence; item tasks
+one row per item:
+
+| task | input | answer | rows |
+|---|---|---|---|
+| ``semantic`` | SID history | next SID | sequences |
+| ``sid_to_title`` | SID | title | items |
+| ``title_to_sid`` | title | SID | items |
+| ``title_history_to_sid`` | title history | next SID | sequences |
+| ``sid_history_to_title`` | SID history | next title | sequences |
+| ``description_to_sid`` | description | SID | items |
+
+Templates are ``str.format`` strings with the fields ``{history}``, ``{sid}``, ``{title}`` or
+``{description}``; a task may have several phrasings, one is picked per row by a seeded RNG.
+"""
 from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
 
 INPUT_HEADER = "### Input:\n"
 RESPONSE_HEADER = "\n### Response:\n"
@@ -8,6 +30,31 @@ DEFAULT_SEMANTIC_TEMPLATE = (
     "The user has interacted with items {history} in chronological order. "
     "Can you predict the next possible item that the user may expect?"
 )
+
+SEQUENCE_TASKS = ("semantic", "title_history_to_sid", "sid_history_to_title")
+ITEM_TASKS = ("sid_to_title", "title_to_sid", "description_to_sid")
+TASKS = ("semantic", "sid_to_title", "title_to_sid", "title_history_to_sid", "sid_history_to_title", "description_to_sid")
+TASK_FIELDS = {
+    "semantic": "history",
+    "title_history_to_sid": "history",
+    "sid_history_to_title": "history",
+    "sid_to_title": "sid",
+    "title_to_sid": "title",
+    "description_to_sid": "description",
+}
+# The phrasings of the paper's figures; conf/base/parameters_prompts.yml may add more.
+PAPER_TEMPLATES: dict[str, list[str]] = {
+    "semantic": [DEFAULT_SEMANTIC_TEMPLATE],
+    "sid_to_title": ["What is the title of {sid}?"],
+    "title_to_sid": ["Which item has the title {title}?"],
+    "title_history_to_sid": [DEFAULT_SEMANTIC_TEMPLATE],
+    "sid_history_to_title": [
+        "The user has interacted with items {history} in chronological order. "
+        "Can you predict the title of the next item that the user may expect?"
+    ],
+    "description_to_sid": ["An item can be described as follows: {description} Which item is it describing?"],
+}
+OUTPUT_COLUMNS = ["task", "prompt", "answer", "user_id", "target"]
 
 
 def render_for_model(prompt: str) -> str:
@@ -18,3 +65,124 @@ def render_for_model(prompt: str) -> str:
 def semantic_prompt(history_sids: list[str], template: str = DEFAULT_SEMANTIC_TEMPLATE) -> str:
     """Semantic task (Fig. 5): SID history (oldest first) -> next SID."""
     return template.format(history=", ".join(history_sids))
+
+
+def quoted_history(values: Sequence[str]) -> str:
+    """Histories of titles or SIDs as in Fig. 8-9: ``'first', 'second'``."""
+    return ", ".join(f"'{v}'" for v in values)
+
+
+def check_templates(templates: Mapping[str, Sequence[str]], tasks: Sequence[str]) -> None:
+    """Every requested task is known, has at least one template, and each uses its field."""
+    for task in tasks:
+        if task not in TASK_FIELDS:
+            raise ValueError(f"unknown prompt task {task!r}; expected one of {list(TASKS)}")
+        phrasings = templates.get(task)
+        if not phrasings:
+            raise ValueError(f"prompts.templates.{task}: no template given")
+        for i, template in enumerate(phrasings):
+            field = "{" + TASK_FIELDS[task] + "}"
+            if field not in template:
+                raise ValueError(f"prompts.templates.{task}[{i}]: template must contain {field}: {template!r}")
+
+
+def _require_columns(frame: pd.DataFrame, name: str, columns: Sequence[str]) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{name}: missing column(s) {missing}")
+
+
+def _clean(text: Any) -> str:
+    """One line of text: whitespace collapsed (titles and descriptions may hold newlines)."""
+    if text is None or (isinstance(text, float) and np.isnan(text)):
+        return ""
+    return " ".join(str(text).split())
+
+
+class PromptBuilder:
+    """Builds task rows from the catalog tables; template choice is seeded per task."""
+
+    def __init__(self, items: pd.DataFrame, item_sids: pd.DataFrame, templates: Mapping[str, Sequence[str]],
+                 history_length: int = 10, description_max_chars: int = 400, seed: int = 0) -> None:
+        _require_columns(items, "items", ["item_id", "title", "description"])
+        _require_columns(item_sids, "item_sids", ["item_id", "sid"])
+        self.sid_of = dict(zip(item_sids["item_id"].astype(str), item_sids["sid"].astype(str)))
+        self.title_of = {str(i): _clean(t) for i, t in zip(items["item_id"], items["title"])}
+        self.description_of = {str(i): _clean(d) for i, d in zip(items["item_id"], items["description"])}
+        self.items = items
+        self.templates = {k: list(v) for k, v in templates.items()}
+        self.history_length = int(history_length)
+        self.description_max_chars = int(description_max_chars)
+        self.seed = int(seed)
+
+    def _rng(self, task: str, split: str) -> np.random.Generator:
+        return np.random.default_rng([self.seed, TASKS.index(task), sum(map(ord, split))])
+
+    def _sid(self, item_id: str, where: str) -> str:
+        try:
+            return self.sid_of[item_id]
+        except KeyError:
+            raise ValueError(f"{where}: item {item_id!r} has no SID in item_sids") from None
+
+    def _title(self, item_id: str, where: str) -> str:
+        try:
+            return self.title_of[item_id]
+        except KeyError:
+            raise ValueError(f"{where}: item {item_id!r} is not in items") from None
+
+    def sequence_rows(self, task: str, sequences: pd.DataFrame, name: str) -> list[dict[str, Any]]:
+        _require_columns(sequences, name, ["user_id", "history", "target"])
+        templates = self.templates[task]
+        rng = self._rng(task, name)
+        rows = []
+        for row, (user, history, target) in enumerate(zip(sequences["user_id"], sequences["history"], sequences["target"])):
+            where = f"{name} row {row} (user {user})"
+            history = [str(h) for h in list(history)[-self.history_length:]] if history is not None else []
+            if not history:
+                continue
+            target = str(target)
+            if task == "semantic":
+                shown = ", ".join(self._sid(h, where + " history") for h in history)
+            elif task == "title_history_to_sid":
+                shown = quoted_history([self._title(h, where + " history") for h in history])
+            else:
+                shown = quoted_history([self._sid(h, where + " history") for h in history])
+            answer = self._title(target, where + " target") if task == "sid_history_to_title" else self._sid(target, where + " target")
+            if not answer:
+                continue  # an item without a title cannot be a title answer
+            template = templates[int(rng.integers(len(templates)))]
+            rows.append({"task": task, "prompt": template.format(history=shown), "answer": answer,
+                         "user_id": str(user), "target": target})
+        return rows
+
+    def item_rows(self, task: str, name: str) -> list[dict[str, Any]]:
+        templates = self.templates[task]
+        rng = self._rng(task, name)
+        rows = []
+        for item_id in self.items["item_id"].astype(str):
+            sid = self._sid(item_id, f"items (item {item_id!r})")
+            title, description = self.title_of[item_id], self.description_of[item_id]
+            if task == "sid_to_title":
+                fields, answer = {"sid": sid}, title
+            elif task == "title_to_sid":
+                fields, answer = {"title": title}, sid
+            else:
+                fields, answer = {"description": description[: self.description_max_chars]}, sid
+            if not answer or not all(fields.values()):
+                continue
+            template = templates[int(rng.integers(len(templates)))]
+            rows.append({"task": task, "prompt": template.format(**fields), "answer": answer,
+                         "user_id": None, "target": item_id})
+        return rows
+
+    def build(self, tasks: Sequence[str], sequences: pd.DataFrame, name: str, item_tasks: bool = True) -> pd.DataFrame:
+        """Rows of ``tasks`` over ``sequences`` (and over the items, for item tasks when ``item_tasks``)."""
+        check_templates(self.templates, tasks)
+        rows: list[dict[str, Any]] = []
+        for task in tasks:
+            if task in SEQUENCE_TASKS:
+                rows += self.sequence_rows(task, sequences, name)
+            elif item_tasks:
+                rows += self.item_rows(task, name)
+        return pd.DataFrame(rows, columns=OUTPUT_COLUMNS).astype(
+            {"task": str, "prompt": str, "answer": str, "target": str})

@@ -1,0 +1,122 @@
+"""The SFT entry point: answer-only loss, a tiny run whose loss falls, exact resume, 2 processes."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from tiny_catalog import tiny_config, tiny_tables  # noqa: E402
+
+from singer_rec import modeling  # noqa: E402
+from singer_rec.prompts import render_for_model  # noqa: E402
+from singer_rec.training import common, sft  # noqa: E402
+from singer_rec.training.launch import TrainingProcessError, run_training  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    tok = modeling.train_scratch_tokenizer(["Widget deluxe", "### Input: ### Response:", "title"] * 3, 300)
+    modeling.add_sid_tokens(tok, ["<a_0>", "<a_1>", "<b_0>", "<b_1>"])
+    return tok
+
+
+def test_only_answer_tokens_and_eos_carry_labels(tokenizer):
+    ids, labels = sft.encode_example(tokenizer, "What is <a_1><b_0>?", "<a_0><b_1>", max_length=200)
+    prompt_ids = tokenizer.encode(render_for_model("What is <a_1><b_0>?"), add_special_tokens=False)
+    answer_ids = tokenizer.encode("<a_0><b_1>", add_special_tokens=False)
+    assert len(answer_ids) == 2
+    assert ids == prompt_ids + answer_ids + [tokenizer.eos_token_id]
+    assert labels == [-100] * len(prompt_ids) + answer_ids + [tokenizer.eos_token_id]
+
+
+def test_too_long_prompt_loses_its_start_never_the_answer(tokenizer):
+    ids, labels = sft.encode_example(tokenizer, "Widget " * 50, "<a_0><b_1>", max_length=10)
+    assert len(ids) == 10 and labels[-3:] == ids[-3:] and labels[:7] == [-100] * 7
+    assert ids[-4:-3] == tokenizer.encode(render_for_model(""), add_special_tokens=False)[-1:]
+
+
+def test_collate_pads_right_and_masks_padding(tokenizer):
+    batch = sft.collate([([5, 6, 7], [-100, 6, 7]), ([8], [8])], pad_id=0)
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert batch["labels"].tolist() == [[-100, 6, 7], [8, -100, -100]]
+
+
+def test_answer_token_loss_ignores_prompt_positions():
+    torch.manual_seed(0)
+
+    class Fixed(torch.nn.Module):
+        def forward(self, input_ids, attention_mask):
+            logits = torch.zeros(input_ids.shape[0], input_ids.shape[1], 4)
+            logits[..., 2] = 10.0  # always predicts token 2
+            return type("Out", (), {"logits": logits})()
+
+    batch = sft.collate([([1, 1, 2, 3], [-100, -100, 2, 3])], pad_id=0)
+    loss, n = sft.answer_token_loss(Fixed(), batch)
+    assert n == 2  # positions predicting 2 and 3 only
+    log_z = torch.logsumexp(torch.tensor([0.0, 0.0, 10.0, 0.0]), 0)
+    assert float(loss) == pytest.approx(float((log_z - 10.0) + log_z), rel=1e-5)
+
+
+def test_tiny_run_loss_falls_and_saves_a_loadable_model(tmp_path):
+    result = sft.train(tiny_config(tmp_path, epochs=4, patience=5))
+    assert result["steps"] == 16 and result["total_steps"] == 16  # 64 rows / 16 per step x 4 epochs
+    meta = modeling.read_meta(result["model_dir"])
+    losses = meta["train"]["valid_losses"]
+    assert len(losses) == 4 and losses[-1] < losses[0] - 0.5
+    model, tok, meta = modeling.load_model_folder(result["model_dir"])
+    _, item_sids, _, _ = tiny_tables()
+    modeling.validate_sid_map(meta["sid_map"], item_sids)
+    assert meta["titles"]["item03"] == "Widget 3 deluxe" and meta["preset"] == "scratch"
+    assert len(tok.encode("<a_3><b_2><c_1>", add_special_tokens=False)) == 3
+
+
+def _weights(model_dir):
+    from safetensors.torch import load_file
+
+    return load_file(str(Path(model_dir) / "model.safetensors"))
+
+
+def test_killed_run_resumes_from_its_last_checkpoint_and_ends_like_an_uninterrupted_one(tmp_path):
+    straight = sft.train(tiny_config(tmp_path / "straight", epochs=2, checkpoint_every=3))
+    cfg = tiny_config(tmp_path / "killed", epochs=2, checkpoint_every=3, stop_after_steps=5)
+    with pytest.raises(TrainingProcessError, match=f"exit status {sft.KILLED_EXIT_CODE}"):
+        run_training("singer_rec.training.sft", cfg, 1)
+    assert [p.name for p in common.list_checkpoints(cfg["checkpoint_dir"])] == ["step-00000003", "step-00000004"]
+    assert not Path(cfg["output_dir"]).exists()  # no model folder from a killed run
+    cfg["stop_after_steps"] = None
+    resumed = run_training("singer_rec.training.sft", cfg, 1)
+    assert resumed["resumed_from_step"] == 4
+    assert resumed["steps"] == straight["steps"] == 8
+    assert resumed["best_valid_loss"] == pytest.approx(straight["best_valid_loss"], abs=1e-5)
+    a, b = _weights(straight["model_dir"]), _weights(resumed["model_dir"])
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+def test_two_gloo_processes_train_through_the_launcher(tmp_path):
+    cfg = tiny_config(tmp_path, epochs=2, max_train_samples=60)  # 60 rows: last batch of 12 split 6/6
+    result = run_training("singer_rec.training.sft", cfg, num_processes=2)
+    assert result["world_size"] == 2 and result["steps"] == 8 and result["train_samples"] == 60
+    _, _, meta = modeling.load_model_folder(result["model_dir"])
+    assert meta["train"]["result"]["world_size"] == 2
+
+
+def test_sid_outside_the_catalog_fails_before_training(tmp_path):
+    cfg = tiny_config(tmp_path)
+    frame = pd.read_parquet(cfg["train_path"])
+    frame.loc[3, "answer"] = "<a_9><b_9><c_9>"
+    frame.to_parquet(cfg["train_path"])
+    with pytest.raises(modeling.SidMapMismatchError, match=r"sft_dataset_train row 3: SID <a_9><b_9><c_9> is not in item_sids"):
+        sft.train(cfg)
+    assert not Path(cfg["checkpoint_dir"]).exists()
+
+
+def test_unknown_preset_fails_in_the_child_with_a_clear_message(tmp_path):
+    cfg = tiny_config(tmp_path, model={"preset": "gpt9"})
+    with pytest.raises(TrainingProcessError, match="unknown model preset 'gpt9'"):
+        run_training("singer_rec.training.sft", cfg, 1)
