@@ -127,3 +127,27 @@ def test_industrial_items_get_distinct_balanced_sids(shared_data):
         figures = report["levels"][f"level_{level}"]
         assert (figures["cluster_size_min"], figures["cluster_size_max"]) == (14, 15)
         assert figures["utilisation"] == 1.0
+
+
+def test_embed_and_sid_through_the_real_catalog_datasets(tmp_path):
+    """catalog_sid.yml's datasets (versioned npy, list parquet, json), files under tmp_path."""
+    from singer_rec.pipelines.embed.pipeline import create_pipeline as embed_pipeline
+
+    entries = yaml.safe_load((ROOT / "conf/base/catalog_sid.yml").read_text())
+    for entry in entries.values():
+        entry["filepath"] = str(tmp_path / entry["filepath"])
+    catalog = DataCatalog.from_config(entries)
+    items = _items(20).assign(description=[f"item number {i % 7}" for i in range(20)])
+    catalog["items"] = MemoryDataset(items)
+    catalog["params:embed"] = MemoryDataset({"encoder": "hashing", "dim": 8})
+    catalog["params:sid"] = MemoryDataset({"num_levels": 2, "codebook_size": 4})
+    catalog["params:seed"] = MemoryDataset(0)
+    SequentialRunner().run(embed_pipeline() + create_pipeline(), catalog)
+    embeddings = catalog["item_embeddings"].load()
+    assert embeddings.shape == (20, 8) and embeddings.dtype == np.float32
+    sids = catalog["item_sids"].load()
+    expected, codebooks, report = build_semantic_ids(items, embeddings, {"num_levels": 2, "codebook_size": 4}, 0)
+    pd.testing.assert_frame_equal(sids, expected)  # codes come back as Python lists
+    np.testing.assert_array_equal(catalog["sid_codebooks"].load(), codebooks)
+    assert catalog["sid_report"].load() == json.loads(json.dumps(report))
+    assert (tmp_path / "data/04_feature/item_embeddings.npy").is_dir()  # versioned: one folder per run
