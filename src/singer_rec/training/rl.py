@@ -1,0 +1,602 @@
+"""SINGER RL training entry point: GRPO with beam rollouts, SID-prefix curriculum and SID-level rewards.
+
+Run as its own process (``singer_rec.training.launch.run_training("singer_rec.training.rl", config,
+num_processes)``), i.e. ``python -m singer_rec.training.rl --config FILE`` or, for N processes,
+``torchrun --nproc_per_node N -m singer_rec.training.rl --config FILE`` (gloo on CPU, nccl on GPU).
+
+One optimiser step (``batch_size`` prompts, split over the processes):
+
+1. Rollout (no gradients): one constrained beam search per prompt gives the group of k items
+   with their beam positions (or top-k / dynamic sampling for the sampling ablations). A prompt
+   none of whose k items is the target is *hard*; with ``sampling: beam+prefix`` it is rolled out
+   again with the first ``floor((1 - t/T) L)`` target SID tokens forced, and its group becomes
+   the k continuations. Title-answer tasks decode over the dictionary of canonical titles.
+2. Rewards (``singer_rec.rl.rewards``) and group-normalised advantages.
+3. ``inner_updates`` (μ) passes of the clipped surrogate with per-token ratios against the
+   rollout policy, minus β·KL(k3) to the frozen reference, accumulated over micro-batches.
+
+Learning rate: AdamW, linear warm-up then cosine decay to 0 over all updates.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from singer_rec import sid_format, tracking
+from singer_rec.modeling import sid_token_ids
+from singer_rec.prompts import render_for_model
+from singer_rec.rl.curriculum import guide_length
+from singer_rec.rl.grpo import completion_logprobs, group_advantages, grpo_loss
+from singer_rec.rl.rewards import check_decay, check_variant, group_rewards
+
+logger = logging.getLogger(__name__)
+
+SAMPLING_VARIANTS = ("common", "dynamic", "beam", "beam+prefix")
+ALIGNMENT_VARIANTS = ("none", "sft", "rl", "full")
+# alignment variants whose RL stage keeps the alignment tasks (paper Fig. 4a)
+RL_ALIGNMENT = {"none": False, "sft": False, "rl": True, "full": True}
+
+
+@dataclass
+class RLSettings:
+    """Everything that shapes the RL run (``parameters_rl.yml`` -> ``rl``); defaults = DESIGN.md."""
+
+    group_size: int = 16               # k: beam width = rollouts per prompt
+    reward: str = "full"               # acc | acc+rank | full | sid-all
+    sampling: str = "beam+prefix"      # common | dynamic | beam | beam+prefix
+    alignment: str = "full"            # none | sft | rl | full (RL keeps alignment tasks for rl/full)
+    sid_reward_decay: float = 0.5      # λ of Eq. 8
+    beta: float = 0.1                  # KL weight (k3 estimator)
+    clip_eps: float = 0.2
+    learning_rate: float = 1e-5
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.0
+    max_grad_norm: float = 1.0
+    batch_size: int = 512              # prompts (training samples) per optimiser step
+    micro_batch_size: int = 32         # sequences per forward/backward (gradient accumulation)
+    rollout_batch_size: int = 32       # prompts per decoder call
+    epochs: int = 2
+    max_steps: int | None = None       # cap on T (demo / tests)
+    max_prompts: int | None = None     # use only the first N rows of rl_dataset (after shuffling)
+    inner_updates: int = 1             # μ
+    semantic_tasks: list[str] = field(default_factory=lambda: ["semantic"])  # tasks kept without RL alignment
+    sample_top_k: int | None = None    # "common" sampling: top-k (None = all allowed tokens)
+    dynamic_oversample: float = 1.5    # "dynamic" sampling: draw 1.5 k, keep distinct
+    probe_prompts: int = 64            # fixed prompts whose rollout rewards are measured before/after RL
+    checkpoint_every: int = 0          # optimiser steps between checkpoints (0 = only at the end)
+    seed: int = 42
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any] | None) -> RLSettings:
+        values = dict(values or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown rl parameter(s) {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+
+def validate_settings(settings: RLSettings, num_items: int | None = None) -> RLSettings:
+    """Fail fast, before any model is loaded, on a configuration that cannot run."""
+    check_variant(settings.reward)
+    check_decay(settings.sid_reward_decay)
+    if settings.sampling not in SAMPLING_VARIANTS:
+        raise ValueError(f"unknown sampling variant {settings.sampling!r}; expected one of {list(SAMPLING_VARIANTS)}")
+    if settings.alignment not in ALIGNMENT_VARIANTS:
+        raise ValueError(f"unknown alignment variant {settings.alignment!r}; expected one of {list(ALIGNMENT_VARIANTS)}")
+    if settings.group_size < 2:
+        raise ValueError(f"rl group_size (k) must be >= 2 for group-relative advantages, got {settings.group_size}")
+    if num_items is not None and settings.group_size > num_items:
+        raise ValueError(
+            f"rl group_size (k={settings.group_size}) is larger than the item catalog ({num_items} items): "
+            "beam search cannot return k distinct items"
+        )
+    for name in ("batch_size", "micro_batch_size", "rollout_batch_size", "epochs", "inner_updates"):
+        if getattr(settings, name) < 1:
+            raise ValueError(f"rl {name} must be >= 1, got {getattr(settings, name)}")
+    if settings.max_steps is not None and settings.max_steps < 1:
+        raise ValueError(f"rl max_steps must be >= 1 or null, got {settings.max_steps}")
+    if not 0 < settings.clip_eps < 1:
+        raise ValueError(f"rl clip_eps must be in (0, 1), got {settings.clip_eps}")
+    if settings.beta < 0:
+        raise ValueError(f"rl beta must be >= 0, got {settings.beta}")
+    if settings.dynamic_oversample < 1:
+        raise ValueError(f"rl dynamic_oversample must be >= 1, got {settings.dynamic_oversample}")
+    return settings
+
+
+# -- the item dictionaries ----------------------------------------------------------------------
+
+
+@dataclass
+class Dictionary:
+    """The token sequences the decoder may emit (one per item or title), indexed, and their trie."""
+
+    sequences: list[tuple[int, ...]]
+    index: dict[tuple[int, ...], int]
+    trie: Any
+
+    @classmethod
+    def build(cls, sequences: Sequence[Sequence[int]], vocab_size: int) -> Dictionary:
+        from singer_rec.decoding import PrefixTrie
+
+        seqs = [tuple(int(t) for t in s) for s in sequences]
+        return cls(seqs, {s: i for i, s in enumerate(seqs)}, PrefixTrie.build(seqs, vocab_size))
+
+
+def sid_ids(tokenizer, sid: str) -> tuple[int, ...]:
+    """A SID's token ids (each SID token is one token of the model's tokenizer)."""
+    return tuple(sid_token_ids(tokenizer, sid_format.sid_tokens(sid)))
+
+
+def title_token_ids(tokenizer, title: str) -> tuple[int, ...]:
+    """A title as the model writes it: its tokens, then EOS (so no title is a prefix of another)."""
+    return tuple(tokenizer(title, add_special_tokens=False)["input_ids"]) + (tokenizer.eos_token_id,)
+
+
+# -- examples -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Example:
+    prompt_ids: list[int]
+    target: tuple[int, ...]   # target token sequence (SID tokens, or title tokens + EOS)
+    is_sid: bool              # SID answer (hierarchical rewards, curriculum) vs title answer
+    task: str
+
+
+def build_examples(frame, tokenizer, sid_dict: Dictionary, title_dict: Dictionary | None, settings: RLSettings) -> list[Example]:
+    """rl_dataset rows -> examples; tasks outside the alignment setting are dropped."""
+    for column in ("task", "prompt", "answer"):
+        if column not in frame.columns:
+            raise ValueError(f"rl_dataset: missing column {column!r} (has {list(frame.columns)})")
+    keep_alignment = RL_ALIGNMENT[settings.alignment]
+    examples: list[Example] = []
+    for row, (task, prompt, answer) in enumerate(zip(frame["task"], frame["prompt"], frame["answer"])):
+        if not keep_alignment and task not in settings.semantic_tasks:
+            continue
+        try:
+            target = sid_ids(tokenizer, answer)
+            is_sid = True
+            if target not in sid_dict.index:
+                raise ValueError(f"rl_dataset row {row} (task {task!r}): answer SID {answer!r} is not an item of the model's SID map")
+        except ValueError as error:
+            if "not a semantic ID" not in str(error):
+                raise
+            is_sid = False
+            target = title_token_ids(tokenizer, answer)
+            if title_dict is None or target not in title_dict.index:
+                raise ValueError(
+                    f"rl_dataset row {row} (task {task!r}): answer {answer[:80]!r} is neither a SID nor a canonical title of the model"
+                ) from None
+        prompt_ids = tokenizer(render_for_model(prompt), add_special_tokens=False)["input_ids"]
+        examples.append(Example(list(prompt_ids), target, is_sid, task))
+    if not examples:
+        raise ValueError(f"rl_dataset: no rows left for alignment={settings.alignment!r} (semantic_tasks={settings.semantic_tasks})")
+    return examples
+
+
+# -- rollouts -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Group:
+    """One prompt's rollout group, ready for the loss."""
+
+    prompt_ids: list[int]              # prompt (+ the forced SID prefix of a guided hard sample)
+    completions: list[list[int]]       # generated tokens after the prompt/prefix, one per candidate
+    rewards: list[float]
+    hard: bool                         # the unguided rollout had no hit
+    hit: bool                          # the unguided rollout contained the target
+    guide: int                         # forced prefix length (0 if none)
+    is_sid: bool
+    candidates: list[tuple[int, ...]] = field(default_factory=list)  # full token sequences, beam order
+
+
+def _decode(model, prompts, dictionary: Dictionary, settings: RLSettings, k: int, forced, generator, pad_id):
+    """Item indices per prompt, best first, from the configured sampler."""
+    from singer_rec import decoding
+
+    if settings.sampling in ("beam", "beam+prefix"):
+        return decoding.beam_search(
+            model, prompts, dictionary.trie, num_beams=k, num_return=k,
+            forced_prefixes=forced, batch_size=settings.rollout_batch_size, pad_token_id=pad_id,
+        ).items
+    dynamic = settings.sampling == "dynamic"
+    return decoding.sample(
+        model, prompts, dictionary.trie, num_samples=k,
+        top_k=None if dynamic else settings.sample_top_k,
+        oversample=settings.dynamic_oversample if dynamic else 1.0, dedupe=dynamic,
+        forced_prefixes=forced, generator=generator, batch_size=settings.rollout_batch_size, pad_token_id=pad_id,
+    ).items
+
+
+def rollout(
+    model,
+    examples: Sequence[Example],
+    sid_dict: Dictionary,
+    title_dict: Dictionary | None,
+    settings: RLSettings,
+    step: int,
+    total_steps: int,
+    pad_token_id: int,
+    generator: torch.Generator | None = None,
+    guide: bool = True,
+) -> list[Group]:
+    """Roll out the current policy on ``examples`` and score each group (Eq. 3-9)."""
+    groups: list[Group | None] = [None] * len(examples)
+    for is_sid, dictionary in ((True, sid_dict), (False, title_dict)):
+        rows = [i for i, ex in enumerate(examples) if ex.is_sid == is_sid]
+        if not rows:
+            continue
+        k = min(settings.group_size, len(dictionary.sequences))
+        items = _decode(model, [examples[i].prompt_ids for i in rows], dictionary, settings, k, None, generator, pad_token_id)
+        guided: list[tuple[int, int]] = []  # (row, guide length)
+        for row, found in zip(rows, items):
+            ex = examples[row]
+            candidates = [dictionary.sequences[j] for j in found]
+            hit = ex.target in candidates
+            groups[row] = Group(ex.prompt_ids, [list(c) for c in candidates], [], not hit, hit, 0, is_sid, candidates)
+            if not hit and is_sid and guide and settings.sampling == "beam+prefix":
+                length = guide_length(step, total_steps, len(ex.target))
+                if length > 0:
+                    guided.append((row, length))
+        if guided:
+            forced = [list(examples[r].target[:n]) for r, n in guided]
+            # the decoder returns min(k, items under the prefix) continuations per prompt
+            found_lists = _decode(model, [examples[r].prompt_ids for r, _ in guided], dictionary, settings, k, forced,
+                                  generator, pad_token_id)
+            for (row, length), prefix, found in zip(guided, forced, found_lists):
+                candidates = [dictionary.sequences[j] for j in found]
+                groups[row] = Group(
+                    examples[row].prompt_ids + prefix, [list(c[length:]) for c in candidates], [],
+                    True, False, length, True, candidates,
+                )
+        for row in rows:
+            group, ex = groups[row], examples[row]
+            group.rewards = group_rewards(
+                group.candidates, ex.target, group.hard, settings.reward,
+                settings.sid_reward_decay, hierarchical=is_sid,
+            )
+    return groups  # type: ignore[return-value]
+
+
+# -- optimisation -------------------------------------------------------------------------------
+
+
+def learning_rate_at(update: int, total_updates: int, base_lr: float, warmup_ratio: float) -> float:
+    """Linear warm-up then cosine decay to 0; ``update`` is 0-based."""
+    warmup = int(total_updates * warmup_ratio)
+    if update < warmup:
+        return base_lr * (update + 1) / warmup
+    progress = (update - warmup) / max(1, total_updates - warmup)
+    return base_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def _world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _all_reduce_sum(values: list[float]) -> list[float]:
+    rank, world = _world()
+    if world == 1:
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64)
+    torch.distributed.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def policy_update(
+    policy, reference, groups: Sequence[Group], settings: RLSettings, optimizer, pad_token_id: int,
+    learning_rates: Sequence[float],
+) -> dict[str, float]:
+    """μ passes of GRPO over the batch's sequences (gradient accumulation over micro-batches);
+    ``learning_rates[i]`` is the rate of inner update i."""
+    sequences = []
+    for group in groups:
+        advantages = group_advantages(group.rewards)
+        for completion, advantage in zip(group.completions, advantages.tolist()):
+            sequences.append((group.prompt_ids, completion, advantage))
+    total_sequences = _all_reduce_sum([float(len(sequences))])[0]
+    micro = [sequences[i : i + settings.micro_batch_size] for i in range(0, len(sequences), settings.micro_batch_size)]
+    device = next(policy.parameters()).device
+    old_logps, ref_logps = [], []
+    with torch.no_grad():
+        for chunk in micro:
+            prompts, completions = [s[0] for s in chunk], [s[1] for s in chunk]
+            old_logps.append(completion_logprobs(policy, prompts, completions, pad_token_id).logp if settings.inner_updates > 1 else None)
+            ref_logps.append(completion_logprobs(reference, prompts, completions, pad_token_id).logp if reference is not None and settings.beta > 0 else None)
+    totals = defaultdict(float)
+    policy.train()
+    for inner in range(settings.inner_updates):
+        optimizer.zero_grad(set_to_none=True)
+        for chunk, old, ref in zip(micro, old_logps, ref_logps):
+            prompts, completions = [s[0] for s in chunk], [s[1] for s in chunk]
+            advantages = torch.tensor([s[2] for s in chunk], dtype=torch.float32, device=device)
+            out = completion_logprobs(policy, prompts, completions, pad_token_id, with_entropy=inner == 0)
+            parts = grpo_loss(
+                out.logp, out.logp.detach() if old is None else old, ref, advantages, out.mask,
+                clip_eps=settings.clip_eps, beta=settings.beta, num_sequences=int(total_sequences),
+            )
+            parts.loss.backward()
+            if inner == settings.inner_updates - 1:
+                n = len(chunk)
+                totals["kl"] += parts.kl * n
+                totals["clip_fraction"] += parts.clip_fraction * parts.num_tokens
+                totals["tokens"] += parts.num_tokens
+                totals["loss"] += float(parts.loss.detach())
+            if inner == 0:
+                lengths = out.mask.sum(1).clamp(min=1)
+                totals["entropy"] += float(((out.entropy.sum(1)) / lengths).sum())
+        _, world = _world()
+        if world > 1:  # each rank divided by the global sequence count: summing gives the batch mean
+            for p in policy.parameters():
+                if p.requires_grad:
+                    if p.grad is None:  # a rank without sequences still joins every all-reduce
+                        p.grad = torch.zeros_like(p)
+                    torch.distributed.all_reduce(p.grad)
+        if settings.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(policy.parameters(), settings.max_grad_norm)
+        for param_group in optimizer.param_groups:
+            param_group["lr"] = learning_rates[inner]
+        optimizer.step()
+    policy.eval()
+    kl, clip, tokens, loss, entropy = _all_reduce_sum(
+        [totals["kl"], totals["clip_fraction"], totals["tokens"], totals["loss"], totals["entropy"]]
+    )
+    return {
+        "kl": kl / max(total_sequences, 1),
+        "clip_fraction": clip / max(tokens, 1),
+        "entropy": entropy / max(total_sequences, 1),
+        "loss": loss,
+        "sequences": total_sequences,
+    }
+
+
+def rollout_stats(groups: Sequence[Group]) -> dict[str, float]:
+    """Per-step rollout statistics summed over this process (divided after the all-reduce)."""
+    rewards = [r for g in groups for r in g.rewards]
+    hard = [g for g in groups if g.hard]
+    return {
+        "prompts": float(len(groups)),
+        "hits": float(sum(g.hit for g in groups)),
+        "hard": float(len(hard)),
+        "guide_sum": float(sum(g.guide for g in hard)),
+        "reward_sum": float(sum(rewards)),
+        "rewards": float(len(rewards)),
+    }
+
+
+# -- checkpoints --------------------------------------------------------------------------------
+
+
+def save_checkpoint(folder: Path, policy, optimizer, step: int) -> None:
+    """Policy weights and AdamW state as safetensors + json (no pickle); written then renamed."""
+    from safetensors.torch import save_file, save_model
+
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_model(policy, str(tmp / "policy.safetensors"))  # handles tied embeddings
+    state = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for param_id, param_state in state["state"].items():
+        for name, value in param_state.items():
+            if torch.is_tensor(value):
+                tensors[f"{param_id}.{name}"] = value.detach().contiguous().cpu()
+            else:
+                scalars[f"{param_id}.{name}"] = value
+    if tensors:
+        save_file(tensors, str(tmp / "optimizer.safetensors"))
+    (tmp / "state.json").write_text(json.dumps({"step": step, "param_groups": state["param_groups"], "scalars": scalars}))
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+
+
+def load_checkpoint(folder: Path, policy, optimizer) -> int:
+    """Restore a checkpoint written by :func:`save_checkpoint`; returns its step."""
+    from safetensors.torch import load_file, load_model
+
+    load_model(policy, str(folder / "policy.safetensors"))
+    meta = json.loads((folder / "state.json").read_text())
+    state: dict[int, dict[str, Any]] = defaultdict(dict)
+    if (folder / "optimizer.safetensors").exists():
+        for key, value in load_file(str(folder / "optimizer.safetensors")).items():
+            param_id, name = key.split(".", 1)
+            state[int(param_id)][name] = value
+    for key, value in meta["scalars"].items():
+        param_id, name = key.split(".", 1)
+        state[int(param_id)][name] = value
+    optimizer.load_state_dict({"state": dict(state), "param_groups": meta["param_groups"]})
+    return int(meta["step"])
+
+
+def latest_checkpoint(directory: Path) -> Path | None:
+    found = sorted(directory.glob("step-*[0-9]"), key=lambda p: int(p.name.split("-")[1])) if directory.is_dir() else []
+    return found[-1] if found else None
+
+
+# -- the training loop --------------------------------------------------------------------------
+
+
+def epoch_order(num_examples: int, epoch: int, seed: int) -> list[int]:
+    generator = torch.Generator().manual_seed(seed + 1000 * epoch)
+    return torch.randperm(num_examples, generator=generator).tolist()
+
+
+def train_grpo(
+    policy,
+    reference,
+    tokenizer,
+    examples: Sequence[Example],
+    sid_dict: Dictionary,
+    title_dict: Dictionary | None,
+    settings: RLSettings,
+    checkpoint_dir: Path | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """The RL loop on in-memory models; returns the per-step history and before/after probe rewards."""
+    from tqdm.auto import tqdm
+
+    rank, world = _world()
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    steps_per_epoch = math.ceil(len(examples) / settings.batch_size)
+    total_steps = settings.epochs * steps_per_epoch
+    if settings.max_steps is not None:
+        total_steps = min(total_steps, settings.max_steps)
+    total_updates = total_steps * settings.inner_updates
+    if reference is not None:
+        reference.eval().requires_grad_(False)
+    policy.eval()
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    probe = list(examples[: settings.probe_prompts])
+
+    def probe_rewards() -> tuple[list[float], float]:
+        with torch.no_grad():
+            groups = rollout(policy, probe, sid_dict, title_dict, settings, total_steps, total_steps, pad_id,
+                             torch.Generator().manual_seed(settings.seed), guide=False)
+        return [r for g in groups for r in g.rewards], sum(g.hit for g in groups) / max(1, len(groups))
+
+    start_step = 0
+    before = None
+    if checkpoint_dir is not None and (found := latest_checkpoint(checkpoint_dir)) is not None:
+        start_step = load_checkpoint(found, policy, optimizer)
+        saved = found.parent / "probe_before.json"
+        before = json.loads(saved.read_text()) if saved.exists() else None
+        logger.info("resumed RL from %s (step %d of %d)", found, start_step, total_steps)
+    if before is None:
+        rewards_before, hit_before = probe_rewards()
+        before = {"rewards": rewards_before, "hit_rate": hit_before}
+        if checkpoint_dir is not None and rank == 0:
+            checkpoint_dir.mkdir(parents=True, exist_ok=True)
+            (checkpoint_dir / "probe_before.json").write_text(json.dumps(before))
+
+    history: list[dict[str, float]] = []
+    bar = tqdm(total=total_steps, initial=start_step, desc="rl", disable=not progress or rank != 0)
+    for step in range(start_step + 1, total_steps + 1):
+        started = time.perf_counter()
+        epoch, position = divmod(step - 1, steps_per_epoch)
+        order = epoch_order(len(examples), epoch, settings.seed)
+        batch_ids = order[position * settings.batch_size : (position + 1) * settings.batch_size]
+        batch = [examples[i] for i in batch_ids[rank::world]]
+        torch.manual_seed(settings.seed + step)
+        generator = torch.Generator().manual_seed(settings.seed * 7919 + step * world + rank)
+        with torch.no_grad():
+            groups = rollout(policy, batch, sid_dict, title_dict, settings, step, total_steps, pad_id, generator)
+        rates = [
+            learning_rate_at((step - 1) * settings.inner_updates + u, total_updates, settings.learning_rate, settings.warmup_ratio)
+            for u in range(settings.inner_updates)
+        ]
+        update_stats = policy_update(policy, reference, groups, settings, optimizer, pad_id, rates)
+        local = rollout_stats(groups)
+        stats = dict(zip(local, _all_reduce_sum(list(local.values()))))
+        record = {
+            "mean_reward": stats["reward_sum"] / max(stats["rewards"], 1),
+            "hit_rate": stats["hits"] / max(stats["prompts"], 1),
+            "hard_fraction": stats["hard"] / max(stats["prompts"], 1),
+            "guide_length": stats["guide_sum"] / max(stats["hard"], 1),
+            "kl": update_stats["kl"],
+            "entropy": update_stats["entropy"],
+            "clip_fraction": update_stats["clip_fraction"],
+            "loss": update_stats["loss"],
+            "learning_rate": rates[0],
+            "seconds_per_step": time.perf_counter() - started,
+        }
+        history.append({"step": step, **record})
+        if rank == 0:
+            tracking.log_metrics({f"rl.{k}": v for k, v in record.items()}, step=step)
+            bar.update(1)
+            bar.set_postfix(hit=f"{record['hit_rate']:.2f}", hard=f"{record['hard_fraction']:.2f}", r=f"{record['mean_reward']:.2f}")
+        if checkpoint_dir is not None and settings.checkpoint_every and step % settings.checkpoint_every == 0 and step < total_steps and rank == 0:
+            save_checkpoint(checkpoint_dir / f"step-{step}", policy, optimizer, step)
+    bar.close()
+    rewards_after, hit_after = probe_rewards()
+    return {
+        "history": history,
+        "total_steps": total_steps,
+        "start_step": start_step,
+        "probe": {"before": before, "after": {"rewards": rewards_after, "hit_rate": hit_after}},
+    }
+
+
+def build_dictionaries(tokenizer, meta: Mapping[str, Any], vocab_size: int, need_titles: bool) -> tuple[Dictionary, Dictionary | None, list[str]]:
+    """The SID dictionary (item order = sorted item ids) and, when needed, the title dictionary."""
+    item_ids = sorted(meta["sid_map"])
+    sid_dict = Dictionary.build([sid_ids(tokenizer, meta["sid_map"][i]) for i in item_ids], vocab_size)
+    title_dict = None
+    if need_titles:
+        unique = sorted({title_token_ids(tokenizer, t) for t in meta.get("titles", {}).values() if t})
+        if unique:
+            title_dict = Dictionary.build(unique, vocab_size)
+    return sid_dict, title_dict, item_ids
+
+
+def run(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Train from files: ``model_path`` (the policy's start, SFT or base), ``reference_path``
+    (frozen KL reference; defaults to model_path), ``dataset_path`` (rl_dataset parquet),
+    ``output_path`` (the RL model folder to write), ``checkpoint_dir``, ``summary_path``, ``rl``
+    (settings)."""
+    import pandas as pd
+
+    from singer_rec.modeling import load_model_folder, save_model_folder
+
+    settings = RLSettings.from_dict(config.get("rl"))
+    rank, world = _world()
+    policy, tokenizer, meta = load_model_folder(config["model_path"])
+    validate_settings(settings, num_items=len(meta["sid_map"]))
+    reference = None
+    if settings.beta > 0:
+        reference, _, _ = load_model_folder(config.get("reference_path") or config["model_path"])
+    frame = pd.read_parquet(config["dataset_path"])
+    if settings.max_prompts is not None:
+        frame = frame.sample(frac=1.0, random_state=settings.seed).head(settings.max_prompts).reset_index(drop=True)
+    need_titles = RL_ALIGNMENT[settings.alignment]
+    sid_dict, title_dict, _ = build_dictionaries(tokenizer, meta, policy.config.vocab_size, need_titles)
+    examples = build_examples(frame, tokenizer, sid_dict, title_dict, settings)
+    torch.manual_seed(settings.seed)
+    logger.info("RL: %d prompts (%d with SID answers), k=%d, reward=%s, sampling=%s", len(examples),
+                sum(e.is_sid for e in examples), settings.group_size, settings.reward, settings.sampling)
+    checkpoint_dir = Path(config["checkpoint_dir"]) if config.get("checkpoint_dir") else None
+    started = time.perf_counter()
+    result = train_grpo(policy, reference, tokenizer, examples, sid_dict, title_dict, settings, checkpoint_dir)
+    result["wall_seconds"] = time.perf_counter() - started
+    if rank == 0:
+        meta = dict(meta)
+        meta["rl"] = {"settings": asdict(settings), "steps": result["total_steps"], "prompts": len(examples)}
+        save_model_folder(policy, tokenizer, meta, config["output_path"])
+        if config.get("summary_path"):
+            Path(config["summary_path"]).write_text(json.dumps(result))
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="json file with the run's config")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    config = json.loads(Path(args.config).read_text())
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    try:
+        run(config)
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
