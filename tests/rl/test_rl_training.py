@@ -1,9 +1,11 @@
 """The RL trainer on a tiny synthetic world: learning, determinism, resume, sampler/alignment variants."""
 import copy
+import math
 
 import pytest
 import torch
 
+from singer_rec.training import common
 from singer_rec.training import rl as rlt
 from tiny_world import build
 
@@ -31,6 +33,9 @@ def test_rl_raises_hit_rate_and_lowers_hard_fraction():
     assert sum(h["hit_rate"] for h in last) > sum(h["hit_rate"] for h in first)
     # the curriculum: guide lengths shrink from L-1 = 2 to 0 over T = 20 steps
     assert history[0]["guide_length"] == 2.0 and history[-1]["guide_length"] == 0.0
+    # AdamW with cosine decay from the configured rate
+    assert history[0]["learning_rate"] == pytest.approx(5e-3)
+    assert history[10]["learning_rate"] == pytest.approx(5e-3 * 0.5 * (1 + math.cos(math.pi * 10 / 20)))
     for key in ("mean_reward", "kl", "entropy", "clip_fraction", "seconds_per_step"):
         assert all(key in h for h in history)
 
@@ -48,14 +53,14 @@ def test_same_seed_same_result_and_resume_matches_uninterrupted(tmp_path):
     policy2, reference2, *_ = _setup(max_steps=4, learning_rate=1e-3)
     settings2 = rlt.RLSettings(**{**settings.__dict__, "checkpoint_every": 2})
     rlt.train_grpo(policy2, reference2, tokenizer, examples, sid_dict, title_dict, settings2, tmp_path, progress=False)
-    assert rlt.latest_checkpoint(tmp_path).name == "step-2"
+    assert common.latest_checkpoint(tmp_path).name == "step-00000002"
     policy3, reference3, *_ = _setup(max_steps=4, learning_rate=1e-3)
     resumed = rlt.train_grpo(policy3, reference3, tokenizer, examples, sid_dict, title_dict, settings2, tmp_path, progress=False)
-    assert resumed["start_step"] == 2 and [h["step"] for h in resumed["history"]] == [3, 4]
+    assert resumed["start_step"] == 2 and [h["step"] for h in resumed["history"]] == [1, 2, 3, 4]
     for name, tensor in _weights(policy3).items():
         torch.testing.assert_close(tensor, straight_weights[name], rtol=0, atol=1e-6)
     # steps 1-2 of the interrupted run reproduced the straight run (same seed, same result), and so do 3-4
-    assert [h["mean_reward"] for h in resumed["history"]] == pytest.approx([h["mean_reward"] for h in straight["history"][2:]])
+    assert [h["mean_reward"] for h in resumed["history"]] == pytest.approx([h["mean_reward"] for h in straight["history"]])
 
 
 @pytest.mark.parametrize("sampling", ["common", "dynamic", "beam"])
@@ -94,10 +99,3 @@ def test_bad_configuration_fails_fast():
         rlt.validate_settings(rlt.RLSettings(reward="rank"))
     with pytest.raises(ValueError, match=r"unknown rl parameter\(s\) \['grup_size'\]"):
         rlt.RLSettings.from_dict({"grup_size": 4})
-
-
-def test_learning_rate_schedule():
-    assert rlt.learning_rate_at(0, 10, 1e-5, 0.0) == pytest.approx(1e-5)
-    assert rlt.learning_rate_at(5, 10, 1e-5, 0.0) == pytest.approx(0.5e-5)
-    assert rlt.learning_rate_at(0, 10, 1e-5, 0.2) == pytest.approx(0.5e-5)  # warm-up 2 updates
-    assert rlt.learning_rate_at(2, 10, 1e-5, 0.2) == pytest.approx(1e-5)

@@ -19,12 +19,9 @@ Learning rate: AdamW, linear warm-up then cosine decay to 0 over all updates.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
-import os
-import shutil
 import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -40,6 +37,7 @@ from singer_rec.prompts import render_for_model
 from singer_rec.rl.curriculum import guide_length
 from singer_rec.rl.grpo import completion_logprobs, group_advantages, grpo_loss
 from singer_rec.rl.rewards import check_decay, check_variant, group_rewards
+from singer_rec.training import common
 
 logger = logging.getLogger(__name__)
 
@@ -276,42 +274,18 @@ def rollout(
 # -- optimisation -------------------------------------------------------------------------------
 
 
-def learning_rate_at(update: int, total_updates: int, base_lr: float, warmup_ratio: float) -> float:
-    """Linear warm-up then cosine decay to 0; ``update`` is 0-based."""
-    warmup = int(total_updates * warmup_ratio)
-    if update < warmup:
-        return base_lr * (update + 1) / warmup
-    progress = (update - warmup) / max(1, total_updates - warmup)
-    return base_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def _world() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
-def _all_reduce_sum(values: list[float]) -> list[float]:
-    rank, world = _world()
-    if world == 1:
-        return values
-    tensor = torch.tensor(values, dtype=torch.float64)
-    torch.distributed.all_reduce(tensor)
-    return tensor.tolist()
-
-
 def policy_update(
-    policy, reference, groups: Sequence[Group], settings: RLSettings, optimizer, pad_token_id: int,
-    learning_rates: Sequence[float],
+    policy, reference, groups: Sequence[Group], settings: RLSettings, optimizer, scheduler, pad_token_id: int,
+    dist: common.Dist,
 ) -> dict[str, float]:
-    """μ passes of GRPO over the batch's sequences (gradient accumulation over micro-batches);
-    ``learning_rates[i]`` is the rate of inner update i."""
+    """μ passes of GRPO over the batch's sequences (gradient accumulation over micro-batches),
+    one optimiser + scheduler step each."""
     sequences = []
     for group in groups:
         advantages = group_advantages(group.rewards)
         for completion, advantage in zip(group.completions, advantages.tolist()):
             sequences.append((group.prompt_ids, completion, advantage))
-    total_sequences = _all_reduce_sum([float(len(sequences))])[0]
+    total_sequences = dist.all_reduce_sum([float(len(sequences))])[0]
     micro = [sequences[i : i + settings.micro_batch_size] for i in range(0, len(sequences), settings.micro_batch_size)]
     device = next(policy.parameters()).device
     old_logps, ref_logps = [], []
@@ -342,8 +316,7 @@ def policy_update(
             if inner == 0:
                 lengths = out.mask.sum(1).clamp(min=1)
                 totals["entropy"] += float(((out.entropy.sum(1)) / lengths).sum())
-        _, world = _world()
-        if world > 1:  # each rank divided by the global sequence count: summing gives the batch mean
+        if dist.enabled:  # each rank divided by the global sequence count: summing gives the batch mean
             for p in policy.parameters():
                 if p.requires_grad:
                     if p.grad is None:  # a rank without sequences still joins every all-reduce
@@ -351,11 +324,10 @@ def policy_update(
                     torch.distributed.all_reduce(p.grad)
         if settings.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(policy.parameters(), settings.max_grad_norm)
-        for param_group in optimizer.param_groups:
-            param_group["lr"] = learning_rates[inner]
         optimizer.step()
+        scheduler.step()
     policy.eval()
-    kl, clip, tokens, loss, entropy = _all_reduce_sum(
+    kl, clip, tokens, loss, entropy = dist.all_reduce_sum(
         [totals["kl"], totals["clip_fraction"], totals["tokens"], totals["loss"], totals["entropy"]]
     )
     return {
@@ -381,55 +353,6 @@ def rollout_stats(groups: Sequence[Group]) -> dict[str, float]:
     }
 
 
-# -- checkpoints --------------------------------------------------------------------------------
-
-
-def save_checkpoint(folder: Path, policy, optimizer, step: int) -> None:
-    """Policy weights and AdamW state as safetensors + json (no pickle); written then renamed."""
-    from safetensors.torch import save_file, save_model
-
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_model(policy, str(tmp / "policy.safetensors"))  # handles tied embeddings
-    state = optimizer.state_dict()
-    tensors, scalars = {}, {}
-    for param_id, param_state in state["state"].items():
-        for name, value in param_state.items():
-            if torch.is_tensor(value):
-                tensors[f"{param_id}.{name}"] = value.detach().contiguous().cpu()
-            else:
-                scalars[f"{param_id}.{name}"] = value
-    if tensors:
-        save_file(tensors, str(tmp / "optimizer.safetensors"))
-    (tmp / "state.json").write_text(json.dumps({"step": step, "param_groups": state["param_groups"], "scalars": scalars}))
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
-
-
-def load_checkpoint(folder: Path, policy, optimizer) -> int:
-    """Restore a checkpoint written by :func:`save_checkpoint`; returns its step."""
-    from safetensors.torch import load_file, load_model
-
-    load_model(policy, str(folder / "policy.safetensors"))
-    meta = json.loads((folder / "state.json").read_text())
-    state: dict[int, dict[str, Any]] = defaultdict(dict)
-    if (folder / "optimizer.safetensors").exists():
-        for key, value in load_file(str(folder / "optimizer.safetensors")).items():
-            param_id, name = key.split(".", 1)
-            state[int(param_id)][name] = value
-    for key, value in meta["scalars"].items():
-        param_id, name = key.split(".", 1)
-        state[int(param_id)][name] = value
-    optimizer.load_state_dict({"state": dict(state), "param_groups": meta["param_groups"]})
-    return int(meta["step"])
-
-
-def latest_checkpoint(directory: Path) -> Path | None:
-    found = sorted(directory.glob("step-*[0-9]"), key=lambda p: int(p.name.split("-")[1])) if directory.is_dir() else []
-    return found[-1] if found else None
-
-
 # -- the training loop --------------------------------------------------------------------------
 
 
@@ -448,11 +371,14 @@ def train_grpo(
     settings: RLSettings,
     checkpoint_dir: Path | None = None,
     progress: bool = True,
+    dist: common.Dist | None = None,
+    keep_checkpoints: int = 2,
 ) -> dict[str, Any]:
     """The RL loop on in-memory models; returns the per-step history and before/after probe rewards."""
     from tqdm.auto import tqdm
 
-    rank, world = _world()
+    dist = dist or common.Dist()
+    rank, world = dist.rank, dist.world_size
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     steps_per_epoch = math.ceil(len(examples) / settings.batch_size)
     total_steps = settings.epochs * steps_per_epoch
@@ -462,7 +388,9 @@ def train_grpo(
     if reference is not None:
         reference.eval().requires_grad_(False)
     policy.eval()
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    optimizer, scheduler = common.optimizer_and_schedule(
+        policy, settings.learning_rate, settings.weight_decay, total_updates, int(total_updates * settings.warmup_ratio)
+    )
     probe = list(examples[: settings.probe_prompts])
 
     def probe_rewards() -> tuple[list[float], float]:
@@ -473,19 +401,15 @@ def train_grpo(
 
     start_step = 0
     before = None
-    if checkpoint_dir is not None and (found := latest_checkpoint(checkpoint_dir)) is not None:
-        start_step = load_checkpoint(found, policy, optimizer)
-        saved = found.parent / "probe_before.json"
-        before = json.loads(saved.read_text()) if saved.exists() else None
+    history: list[dict[str, float]] = []
+    if checkpoint_dir is not None and (found := common.latest_checkpoint(checkpoint_dir)) is not None:
+        restored = common.load_checkpoint(found, policy, optimizer, scheduler)
+        start_step, before, history = restored["step"], restored["trainer"]["probe_before"], restored["trainer"]["history"]
         logger.info("resumed RL from %s (step %d of %d)", found, start_step, total_steps)
     if before is None:
         rewards_before, hit_before = probe_rewards()
         before = {"rewards": rewards_before, "hit_rate": hit_before}
-        if checkpoint_dir is not None and rank == 0:
-            checkpoint_dir.mkdir(parents=True, exist_ok=True)
-            (checkpoint_dir / "probe_before.json").write_text(json.dumps(before))
 
-    history: list[dict[str, float]] = []
     bar = tqdm(total=total_steps, initial=start_step, desc="rl", disable=not progress or rank != 0)
     for step in range(start_step + 1, total_steps + 1):
         started = time.perf_counter()
@@ -497,13 +421,10 @@ def train_grpo(
         generator = torch.Generator().manual_seed(settings.seed * 7919 + step * world + rank)
         with torch.no_grad():
             groups = rollout(policy, batch, sid_dict, title_dict, settings, step, total_steps, pad_id, generator)
-        rates = [
-            learning_rate_at((step - 1) * settings.inner_updates + u, total_updates, settings.learning_rate, settings.warmup_ratio)
-            for u in range(settings.inner_updates)
-        ]
-        update_stats = policy_update(policy, reference, groups, settings, optimizer, pad_id, rates)
+        learning_rate = scheduler.get_last_lr()[0]
+        update_stats = policy_update(policy, reference, groups, settings, optimizer, scheduler, pad_id, dist)
         local = rollout_stats(groups)
-        stats = dict(zip(local, _all_reduce_sum(list(local.values()))))
+        stats = dict(zip(local, dist.all_reduce_sum(list(local.values()))))
         record = {
             "mean_reward": stats["reward_sum"] / max(stats["rewards"], 1),
             "hit_rate": stats["hits"] / max(stats["prompts"], 1),
@@ -513,7 +434,7 @@ def train_grpo(
             "entropy": update_stats["entropy"],
             "clip_fraction": update_stats["clip_fraction"],
             "loss": update_stats["loss"],
-            "learning_rate": rates[0],
+            "learning_rate": learning_rate,
             "seconds_per_step": time.perf_counter() - started,
         }
         history.append({"step": step, **record})
@@ -522,13 +443,16 @@ def train_grpo(
             bar.update(1)
             bar.set_postfix(hit=f"{record['hit_rate']:.2f}", hard=f"{record['hard_fraction']:.2f}", r=f"{record['mean_reward']:.2f}")
         if checkpoint_dir is not None and settings.checkpoint_every and step % settings.checkpoint_every == 0 and step < total_steps and rank == 0:
-            save_checkpoint(checkpoint_dir / f"step-{step}", policy, optimizer, step)
+            common.save_checkpoint(checkpoint_dir, step, policy, optimizer, scheduler,
+                                   {"probe_before": before, "history": history}, keep=keep_checkpoints)
+        dist.barrier()
     bar.close()
     rewards_after, hit_after = probe_rewards()
     return {
         "history": history,
         "total_steps": total_steps,
         "start_step": start_step,
+        "resumed_history": start_step > 0,
         "probe": {"before": before, "after": {"rewards": rewards_after, "hit_rate": hit_after}},
     }
 
@@ -546,56 +470,56 @@ def build_dictionaries(tokenizer, meta: Mapping[str, Any], vocab_size: int, need
 
 
 def run(config: Mapping[str, Any]) -> dict[str, Any]:
-    """Train from files: ``model_path`` (the policy's start, SFT or base), ``reference_path``
-    (frozen KL reference; defaults to model_path), ``dataset_path`` (rl_dataset parquet),
-    ``output_path`` (the RL model folder to write), ``checkpoint_dir``, ``summary_path``, ``rl``
-    (settings)."""
+    """Train from files. Config keys: ``model_path`` (the policy's start: SFT model, or a base model
+    folder for the RL-only variant), ``reference_path`` (frozen KL reference; default model_path),
+    ``dataset_path`` (rl_dataset parquet), ``output_path`` (the RL model folder to write),
+    ``checkpoint_dir``, ``result_path`` (json summary), ``device`` (auto|cpu|cuda), ``rl`` (settings)."""
     import pandas as pd
 
     from singer_rec.modeling import load_model_folder, save_model_folder
 
     settings = RLSettings.from_dict(config.get("rl"))
-    rank, world = _world()
-    policy, tokenizer, meta = load_model_folder(config["model_path"])
-    validate_settings(settings, num_items=len(meta["sid_map"]))
-    reference = None
-    if settings.beta > 0:
-        reference, _, _ = load_model_folder(config.get("reference_path") or config["model_path"])
-    frame = pd.read_parquet(config["dataset_path"])
-    if settings.max_prompts is not None:
-        frame = frame.sample(frac=1.0, random_state=settings.seed).head(settings.max_prompts).reset_index(drop=True)
-    need_titles = RL_ALIGNMENT[settings.alignment]
-    sid_dict, title_dict, _ = build_dictionaries(tokenizer, meta, policy.config.vocab_size, need_titles)
-    examples = build_examples(frame, tokenizer, sid_dict, title_dict, settings)
-    torch.manual_seed(settings.seed)
-    logger.info("RL: %d prompts (%d with SID answers), k=%d, reward=%s, sampling=%s", len(examples),
-                sum(e.is_sid for e in examples), settings.group_size, settings.reward, settings.sampling)
-    checkpoint_dir = Path(config["checkpoint_dir"]) if config.get("checkpoint_dir") else None
-    started = time.perf_counter()
-    result = train_grpo(policy, reference, tokenizer, examples, sid_dict, title_dict, settings, checkpoint_dir)
-    result["wall_seconds"] = time.perf_counter() - started
-    if rank == 0:
-        meta = dict(meta)
-        meta["rl"] = {"settings": asdict(settings), "steps": result["total_steps"], "prompts": len(examples)}
-        save_model_folder(policy, tokenizer, meta, config["output_path"])
-        if config.get("summary_path"):
-            Path(config["summary_path"]).write_text(json.dumps(result))
-    return result
+    dist = common.init_distributed(config.get("device", "auto"))
+    try:
+        common.seed_everything(settings.seed)
+        policy, tokenizer, meta = load_model_folder(config["model_path"], device=str(dist.device))
+        validate_settings(settings, num_items=len(meta["sid_map"]))
+        reference = None
+        if settings.beta > 0:
+            reference, _, _ = load_model_folder(config.get("reference_path") or config["model_path"], device=str(dist.device))
+        frame = pd.read_parquet(config["dataset_path"])
+        if settings.max_prompts is not None:
+            frame = frame.sample(frac=1.0, random_state=settings.seed).head(settings.max_prompts).reset_index(drop=True)
+        need_titles = RL_ALIGNMENT[settings.alignment]
+        sid_dict, title_dict, _ = build_dictionaries(tokenizer, meta, policy.config.vocab_size, need_titles)
+        examples = build_examples(frame, tokenizer, sid_dict, title_dict, settings)
+        logger.info("RL: %d prompts (%d with SID answers), k=%d, reward=%s, sampling=%s, alignment=%s, %d process(es)",
+                    len(examples), sum(e.is_sid for e in examples), settings.group_size, settings.reward,
+                    settings.sampling, settings.alignment, dist.world_size)
+        if dist.is_main:
+            tracking.log_params({"rl.prompts": len(examples), "rl.items": len(sid_dict.sequences)})
+        checkpoint_dir = Path(config["checkpoint_dir"]) if config.get("checkpoint_dir") else None
+        started = time.perf_counter()
+        result = train_grpo(policy, reference, tokenizer, examples, sid_dict, title_dict, settings, checkpoint_dir,
+                            dist=dist, keep_checkpoints=int(config.get("keep_checkpoints", 2)))
+        result["wall_seconds"] = time.perf_counter() - started
+        result["prompts"] = len(examples)
+        if dist.is_main:
+            meta = dict(meta)
+            meta["rl"] = {"settings": asdict(settings), "steps": result["total_steps"], "prompts": len(examples),
+                          "started_from": str(config["model_path"])}
+            save_model_folder(policy, tokenizer, meta, config["output_path"])
+            if config.get("result_path"):
+                Path(config["result_path"]).write_text(json.dumps(result), encoding="utf-8")
+        dist.barrier()
+        return result
+    finally:
+        common.close_distributed(dist)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True, help="json file with the run's config")
-    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    config = json.loads(Path(args.config).read_text())
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    try:
-        run(config)
-    finally:
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+    run(common.read_config(list(argv) if argv is not None else None))
 
 
 if __name__ == "__main__":
