@@ -166,3 +166,10 @@ def test_clean_text():
     assert clean_text("Industrial &amp; Scientific\" />") == "Industrial & Scientific"
     assert clean_text("&amp;#39;quoted&amp;#39;") == "'quoted'"
     assert clean_text(12) == ""
+
+
+def test_byte_order_mark_and_blank_lines_are_ignored(tmp_path):
+    raw = b"\xef\xbb\xbf" + (GOOD_REVIEWS[0] + "\n\n   \n" + GOOD_REVIEWS[1] + "\n").encode()
+    _write(tmp_path / "r.json", raw)
+    records = list(iter_records(tmp_path / "r.json", IngestReport()))
+    assert [(n, r["asin"]) for n, r in records] == [(1, "a"), (4, "b")]

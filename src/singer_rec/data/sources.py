@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +167,8 @@ def iter_records(
     line_number = 0
     try:
         with _open_binary(path) as handle:
-            for line_number, raw in enumerate(handle, start=1):
+            lines = tqdm(handle, desc=f"reading {path.name}", unit=" lines", disable=None, mininterval=2)
+            for line_number, raw in enumerate(lines, start=1):
                 report.lines_read += 1
                 try:
                     try:
@@ -176,7 +178,7 @@ def iter_records(
                         raise DataFormatError(
                             f"not valid UTF-8 (byte 0x{bad.hex()} at column {error.start + 1})"
                         ) from None
-                    text = text.strip()
+                    text = text.strip().lstrip("\ufeff")  # a byte-order mark on line 1
                     if not text:
                         continue
                     record = _parse_line(text)

@@ -67,5 +67,8 @@ def split_sequences(
             end=window.get("end"),
         )
         stats = split.split_statistics(train, valid, test, interactions=n_kept, protocol=protocol)
+    for name, table in (("train", train), ("valid", valid), ("test", test)):
+        if table.empty:
+            logger.warning("split: the %s split is empty (%s); the data is too small for it", name, stats)
     logger.info("split: %s", stats)
     return train, valid, test, stats
