@@ -173,3 +173,20 @@ def test_byte_order_mark_and_blank_lines_are_ignored(tmp_path):
     _write(tmp_path / "r.json", raw)
     records = list(iter_records(tmp_path / "r.json", IngestReport()))
     assert [(n, r["asin"]) for n, r in records] == [(1, "a"), (4, "b")]
+
+
+@pytest.mark.realdata
+def test_real_magazine_dump_drops_broken_titles(shared_data, caplog):
+    """meta_Magazine_Subscriptions has '<span class=...' instead of almost every title."""
+    with caplog.at_level("INFO", logger="singer_rec.data.sources"):
+        items, interactions = read_amazon_dump(shared_data / "raw", "Magazine_Subscriptions")
+    assert sorted(items["title"]) == ["Gourmet (1-year)", "SmartMoney (1-year)", "Woman's Day"]
+    assert set(interactions["item_id"]) == set(items["item_id"])
+    assert "148 items dropped without a usable title" in caplog.text
+    assert "98 duplicate item records merged" in caplog.text
+
+
+@pytest.mark.realdata
+def test_real_dump_without_meta_is_named(shared_data):
+    with pytest.raises(DataFormatError, match=r"raw: none of the files meta_All_Beauty\.json\.gz"):
+        read_amazon_dump(shared_data / "raw", "All_Beauty")
