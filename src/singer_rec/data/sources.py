@@ -63,9 +63,9 @@ class IngestReport:
 
     def record_bad_line(self, message: str) -> None:
         self.bad_lines += 1
-        if len(self.bad_line_examples) < 5:
+        if len(self.bad_line_examples) < 5:  # the rest are only counted, not to flood the log
             self.bad_line_examples.append(message)
-        logger.warning("skipped bad line: %s", message)
+            logger.warning("skipped bad line: %s", message)
 
     def log(self, what: str) -> None:
         logger.info(
