@@ -469,6 +469,29 @@ def build_dictionaries(tokenizer, meta: Mapping[str, Any], vocab_size: int, need
     return sid_dict, title_dict, item_ids
 
 
+def build_base_model_folder(model_cfg: Mapping[str, Any], items, item_sids, templates: Mapping[str, Any],
+                            seed: int, folder: Path) -> Path:
+    """The RL-only variant's start: a base preset (no SFT) with the catalog's SID tokens, as a model folder."""
+    from singer_rec import modeling
+    from singer_rec.training.sft import tokenizer_corpus
+
+    sid_map = dict(zip(item_sids["item_id"].astype(str), item_sids["sid"].astype(str)))
+    sid_vocab = modeling.sid_vocabulary_for(sid_map.values())
+    tokenizer = None
+    if model_cfg["preset"] == "scratch":
+        scratch = {**modeling.SCRATCH_DEFAULTS, **(model_cfg.get("scratch") or {})}
+        tokenizer = modeling.train_scratch_tokenizer(tokenizer_corpus(items, templates), scratch["tokenizer_vocab_size"])
+    model, tokenizer = modeling.build_model(model_cfg, [], sid_vocab, seed=seed, tokenizer=tokenizer)
+    meta = {
+        "preset": model_cfg["preset"],
+        "sid_map": sid_map,
+        "titles": dict(zip(items["item_id"].astype(str), items["title"].astype(str))),
+        "templates": dict(templates),
+        "train": {"model": dict(model_cfg), "note": "RL-only variant: base model, no SFT"},
+    }
+    return modeling.save_model_folder(model, tokenizer, meta, folder)
+
+
 def run(config: Mapping[str, Any]) -> dict[str, Any]:
     """Train from files. Config keys: ``model_path`` (the policy's start: SFT model, or a base model
     folder for the RL-only variant), ``reference_path`` (frozen KL reference; default model_path),

@@ -1,0 +1,79 @@
+"""The RL nodes: check the configuration, hand file paths to the training process, plot its rewards."""
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from singer_rec import modeling
+from singer_rec.pipelines.sft.nodes import _fingerprint as run_fingerprint
+from singer_rec.rl.report import reward_distribution_figure, summary_report
+from singer_rec.training import rl
+from singer_rec.training.launch import run_training
+
+logger = logging.getLogger(__name__)
+
+ENTRY_POINT = "singer_rec.training.rl"
+START_FROM = ("sft", "base")
+
+
+def check_rl_params(params: dict[str, Any], seed: int, num_items: int) -> rl.RLSettings:
+    """The RL settings of ``params.settings`` (global seed unless set), validated before any training."""
+    start_from = params.get("start_from", "sft")
+    if start_from not in START_FROM:
+        raise ValueError(f"rl.start_from must be one of {list(START_FROM)}, got {start_from!r}")
+    settings = rl.RLSettings.from_dict({"seed": seed, **(params.get("settings") or {})})
+    return rl.validate_settings(settings, num_items=num_items)
+
+
+def train_rl_model(sft_model: Path, rl_dataset: pd.DataFrame, items: pd.DataFrame, item_sids: pd.DataFrame,
+                   params: dict[str, Any], prompts: dict[str, Any], seed: int) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """GRPO in a child process; returns (RL model folder, scalar report, per-step history + probe rewards).
+
+    ``params.start_from``: ``sft`` starts from (and regularises towards) ``sft_model``; ``base`` is
+    the RL-only variant: a fresh ``params.base_model`` preset with the catalog's SID tokens. A
+    rerun with the same inputs resumes from the last checkpoint in ``params.work_dir``.
+    """
+    meta = modeling.read_meta(sft_model)
+    settings = check_rl_params(params, seed, len(meta["sid_map"]))
+    config = {"rl": asdict(settings), "start_from": params.get("start_from", "sft"), "device": params.get("device", "auto")}
+    if config["start_from"] == "base":
+        modeling.check_model_config(params["base_model"])
+        config["base_model"] = params["base_model"]
+    run_dir = Path(params["work_dir"]) / run_fingerprint(
+        {**config, "sft_model": str(sft_model)}, {"rl_dataset": rl_dataset, "item_sids": item_sids})
+    if not params.get("resume", True):
+        shutil.rmtree(run_dir, ignore_errors=True)
+    (run_dir / "inputs").mkdir(parents=True, exist_ok=True)
+    dataset_path = run_dir / "inputs" / "rl_dataset.parquet"
+    rl_dataset.to_parquet(dataset_path, index=False)
+    start = Path(sft_model)
+    if config["start_from"] == "base":
+        start = run_dir / "base_model"
+        if not (start / modeling.META_FILE).is_file():
+            rl.build_base_model_folder(params["base_model"], items, item_sids, prompts["templates"], seed, start)
+    config.update({
+        "model_path": str(start.resolve()),
+        "reference_path": str(start.resolve()),
+        "dataset_path": str(dataset_path.resolve()),
+        "output_path": str((run_dir / "model").resolve()),
+        "checkpoint_dir": str((run_dir / "checkpoints").resolve()),
+        "result_path": str((run_dir / "result.json").resolve()),
+        "keep_checkpoints": int(params.get("keep_checkpoints", 2)),
+    })
+    logger.info("RL run folder %s (%d rl_dataset rows, start: %s)", run_dir, len(rl_dataset), start)
+    result = run_training(ENTRY_POINT, config, int(params.get("num_processes", 1)))
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    shutil.rmtree(run_dir / "inputs", ignore_errors=True)
+    return config["output_path"], summary_report(result), {
+        "history": result["history"], "probe": result["probe"], "settings": config["rl"],
+    }
+
+
+def plot_reward_distribution(rl_history: dict[str, Any]):
+    """Histogram of the rollout rewards of the probe prompts before and after RL (paper Fig. 1b)."""
+    return reward_distribution_figure(rl_history["probe"], rl_history.get("settings", {}).get("reward", ""))

@@ -1,0 +1,25 @@
+from kedro.pipeline import Node, Pipeline
+
+from singer_rec.pipelines.rl import nodes
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return Pipeline(
+        [
+            Node(
+                nodes.train_rl_model,
+                ["sft_model", "rl_dataset", "items", "item_sids", "params:rl", "params:prompts", "params:seed"],
+                ["rl_model", "rl_report", "rl_history"],
+                name="train_rl_model",
+                # `train`: the MLflow hook opens a child run; the training process logs per-step metrics into it
+                tags=["rl", "train"],
+            ),
+            Node(
+                nodes.plot_reward_distribution,
+                "rl_history",
+                "rl_reward_plot",
+                name="plot_rl_reward_distribution",
+                tags=["rl"],
+            ),
+        ]
+    )

@@ -1,0 +1,96 @@
+"""The rl pipeline with the real runner, the real training process and model folders on disk."""
+import importlib.util
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from kedro.config import OmegaConfigLoader
+from kedro.io import DataCatalog, MemoryDataset
+from kedro_datasets.json import JSONDataset
+from kedro_datasets.matplotlib import MatplotlibDataset
+from kedro.runner import SequentialRunner
+
+from singer_rec import modeling
+from singer_rec.datasets.model_folder import ModelFolderDataset
+from singer_rec.pipelines.rl import create_pipeline
+from singer_rec.pipelines.rl.nodes import check_rl_params
+
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
+_spec = importlib.util.spec_from_file_location("tiny_world", PROJECT_ROOT / "tests" / "rl" / "tiny_world.py")
+tiny_world = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(tiny_world)
+
+TINY_SETTINGS = {"group_size": 4, "batch_size": 8, "micro_batch_size": 64, "rollout_batch_size": 8,
+                 "learning_rate": 5e-3, "max_steps": 3, "probe_prompts": 8, "checkpoint_every": 1}
+
+
+def _catalog(tmp_path, settings, start_from="sft"):
+    sft_path, data_path = tiny_world.write(tmp_path / "inputs")
+    meta = modeling.read_meta(sft_path)
+    items = pd.DataFrame({"item_id": list(meta["titles"]), "title": list(meta["titles"].values())})
+    item_sids = pd.DataFrame({"item_id": list(meta["sid_map"]), "sid": list(meta["sid_map"].values())})
+    params = {"num_processes": 1, "device": "cpu", "work_dir": str(tmp_path / "rl_work"), "resume": True,
+              "start_from": start_from, "settings": settings,
+              "base_model": {"preset": "scratch", "scratch": {"hidden_size": 32, "num_hidden_layers": 1,
+                             "num_attention_heads": 2, "num_key_value_heads": 1, "intermediate_size": 64,
+                             "tokenizer_vocab_size": 300}}}
+    return DataCatalog({
+        "sft_model": MemoryDataset(sft_path, copy_mode="assign"),
+        "rl_dataset": MemoryDataset(pd.read_parquet(data_path)),
+        "items": MemoryDataset(items),
+        "item_sids": MemoryDataset(item_sids),
+        "params:rl": MemoryDataset(params),
+        "params:prompts": MemoryDataset({"templates": {"semantic": ["Recommend for {history}"]}}),
+        "params:seed": MemoryDataset(3),
+        "rl_model": ModelFolderDataset(filepath=str(tmp_path / "out" / "rl_model")),
+        "rl_report": JSONDataset(filepath=str(tmp_path / "out" / "rl_report.json")),
+        "rl_history": JSONDataset(filepath=str(tmp_path / "out" / "rl_history.json")),
+        "rl_reward_plot": MatplotlibDataset(filepath=str(tmp_path / "out" / "reward_distribution.png")),
+    })
+
+
+def test_rl_pipeline_trains_in_its_own_process_and_writes_model_report_and_plot(tmp_path):
+    catalog = _catalog(tmp_path, TINY_SETTINGS)
+    pipeline = create_pipeline()
+    assert {n.name for n in pipeline.nodes if "train" in n.tags} == {"train_rl_model"}
+    SequentialRunner().run(pipeline, catalog)
+    folder = catalog["rl_model"].load()
+    model, tokenizer, meta = modeling.load_model_folder(folder)
+    assert meta["rl"]["steps"] == 3 and meta["rl"]["settings"]["seed"] == 3  # the global seed
+    assert meta["rl"]["prompts"] == 12  # alignment "full": 8 semantic + 4 title rows
+    report = json.loads((tmp_path / "out" / "rl_report.json").read_text())
+    assert report["steps"] == 3.0 and report["probe_hit_rate_before"] == 0.0
+    history = json.loads((tmp_path / "out" / "rl_history.json").read_text())
+    assert [h["step"] for h in history["history"]] == [1, 2, 3]
+    assert len(history["probe"]["before"]["rewards"]) == 8 * 4
+    assert (tmp_path / "out" / "reward_distribution.png").stat().st_size > 1000
+    # finished: the checkpoints and input copies are gone, only the result stays in the run folder
+    (run_dir,) = list((tmp_path / "rl_work").iterdir())
+    assert sorted(p.name for p in run_dir.iterdir()) == ["result.json"]
+
+
+def test_rl_only_variant_starts_from_a_base_model(tmp_path):
+    catalog = _catalog(tmp_path, {**TINY_SETTINGS, "max_steps": 1, "alignment": "none"}, start_from="base")
+    SequentialRunner().run(create_pipeline(), catalog)
+    _, _, meta = modeling.load_model_folder(catalog["rl_model"].load())
+    assert "base_model" in meta["rl"]["started_from"]
+    assert meta["train"]["note"].startswith("RL-only")
+    assert meta["rl"]["prompts"] == 8
+
+
+def test_bad_configuration_fails_before_training(tmp_path):
+    catalog = _catalog(tmp_path, {**TINY_SETTINGS, "group_size": 100})
+    with pytest.raises(ValueError, match=r"larger than the item catalog \(64 items\)"):
+        SequentialRunner().run(create_pipeline(), catalog)
+    assert not (tmp_path / "rl_work").exists()  # nothing was written
+    with pytest.raises(ValueError, match="rl.start_from must be one of"):
+        check_rl_params({"start_from": "scratch"}, 1, 64)
+
+
+def test_project_conf_parses_into_valid_settings():
+    loader = OmegaConfigLoader(str(PROJECT_ROOT / "conf"), base_env="base", default_run_env="base")
+    params = loader["parameters"]
+    settings = check_rl_params(params["rl"], params["seed"], num_items=10_000)
+    assert settings.group_size == 16 and settings.reward == "full" and settings.sampling == "beam+prefix"
+    assert settings.sid_reward_decay == 0.5 and settings.beta == 0.1 and settings.clip_eps == 0.2
