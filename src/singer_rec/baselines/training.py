@@ -109,13 +109,17 @@ def _batch_loss(model: SequentialRecommender, batch: torch.Tensor, config: Train
 
 def fit_one(model: SequentialRecommender, train: EncodedSequences, valid: EncodedSequences,
             learning_rate: float, weight_decay: float, config: TrainConfig,
-            log_prefix: str = "") -> tuple[dict[str, float], int]:
-    """Adam with early stopping on valid; leaves ``model`` at its best epoch. Returns (valid metrics, epoch)."""
+            log_prefix: str = "", deadline: float = math.inf) -> tuple[dict[str, float], int]:
+    """Adam with early stopping on valid; leaves ``model`` at its best epoch. Returns (valid metrics, epoch).
+
+    Training also stops after the epoch during which ``time.perf_counter()`` passes ``deadline``.
+    """
     generator = torch.Generator().manual_seed(config.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate, weight_decay=weight_decay)
     sequences = train.full_sequences()
     best_value, best_metrics, best_epoch, best_state, stale = -math.inf, {}, 0, None, 0
-    for epoch in range(1, config.max_epochs + 1):
+    epochs = tqdm(range(1, config.max_epochs + 1), desc=f"{log_prefix}epochs", leave=False)
+    for epoch in epochs:
         model.train()
         order = torch.randperm(len(sequences), generator=generator)
         total, batches = 0.0, 0
@@ -129,7 +133,7 @@ def fit_one(model: SequentialRecommender, train: EncodedSequences, valid: Encode
         value = metrics[config.select_metric]
         tracking.log_metrics({f"{log_prefix}train_loss": total / batches,
                               **{f"{log_prefix}valid.{k}": v for k, v in metrics.items() if k != "n"}}, step=epoch)
-        logger.debug("%sepoch %d loss %.4f valid %s %.4f", log_prefix, epoch, total / batches, config.select_metric, value)
+        epochs.set_postfix(loss=f"{total / batches:.4f}", **{config.select_metric: f"{value:.4f}"})
         if value > best_value:
             best_value, best_metrics, best_epoch, stale = value, metrics, epoch, 0
             best_state = copy.deepcopy(model.state_dict())
@@ -137,13 +141,20 @@ def fit_one(model: SequentialRecommender, train: EncodedSequences, valid: Encode
             stale += 1
             if stale >= config.patience:
                 break
+        if time.perf_counter() > deadline:
+            logger.info("%stime budget spent after epoch %d", log_prefix, epoch)
+            break
     model.load_state_dict(best_state)
     return best_metrics, best_epoch
 
 
 def train_with_grid(name: str, num_items: int, train: EncodedSequences, valid: EncodedSequences,
                     config: TrainConfig, model_config: dict | None = None) -> FitResult:
-    """Try (lr, weight decay) pairs in order while the time budget lasts; keep the best on valid."""
+    """Try (lr, weight decay) pairs in order while the time budget lasts; keep the best on valid.
+
+    The budget covers the whole grid: a grid point starts only while time is left (the first
+    always starts) and its training stops at the first epoch end past the budget.
+    """
     model_config = dict(model_config or {})
     grid = [(lr, wd) for lr in config.learning_rates for wd in config.weight_decays]
     started = time.perf_counter()
@@ -156,7 +167,8 @@ def train_with_grid(name: str, num_items: int, train: EncodedSequences, valid: E
         torch.manual_seed(config.seed)  # same initialisation for every grid point
         model = build_model(name, num_items, **model_config)
         t0 = time.perf_counter()
-        valid_metrics, epoch = fit_one(model, train, valid, lr, wd, config, log_prefix=f"{name}.lr{lr:g}_wd{wd:g}.")
+        valid_metrics, epoch = fit_one(model, train, valid, lr, wd, config, log_prefix=f"{name}.lr{lr:g}_wd{wd:g}.",
+                                       deadline=started + config.time_budget_s)
         tried.append({"learning_rate": lr, "weight_decay": wd, "best_epoch": epoch,
                       "seconds": round(time.perf_counter() - t0, 2), **valid_metrics})
         logger.info("%s lr=%g wd=%g: valid %s=%.4f at epoch %d", name, lr, wd, config.select_metric,

@@ -1,0 +1,68 @@
+"""Run the baselines on the paper's MiniOneRec splits in ../shared (Industrial or Office), on CPU.
+
+Reads the valid/test CSVs and the recovered partial train CSV directly (the same tables the
+`minionerec` ingest source produces: user_id, history = item ids oldest first, target), then calls
+the baselines pipeline's node functions, so the numbers are the pipeline's. Prints the table and
+writes it as csv.
+
+    python benchmarks/baselines_minionerec.py --dataset Industrial_and_Scientific --out /tmp/industrial_baselines.csv
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import logging
+import time
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from singer_rec.pipelines.baselines import nodes
+
+ROOT = Path(__file__).resolve().parents[1]
+MINIONEREC = ROOT.parent / "shared" / "data" / "amazon18" / "minionerec"
+SPLIT_FILES = {
+    "train": "derived/{name}.train_recovered_partial.csv",
+    "valid": "valid/{name}_5_2016-10-2018-11.csv",
+    "test": "test/{name}_5_2016-10-2018-11.csv",
+}
+
+
+def load_split(path: Path) -> pd.DataFrame:
+    raw = pd.read_csv(path, dtype={"user_id": str, "item_id": str})
+    history = [[str(i) for i in ast.literal_eval(h)] for h in raw["history_item_id"]]
+    return pd.DataFrame({"user_id": raw["user_id"], "history": history, "target": raw["item_id"].astype(str),
+                         "timestamp": range(len(raw))})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--dataset", default="Industrial_and_Scientific")
+    parser.add_argument("--methods", default="popularity,gru4rec,caser,sasrec")
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--seed", type=int, default=42)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    params = yaml.safe_load((ROOT / "conf/base/parameters_baselines.yml").read_text())["baselines"]
+    items = pd.DataFrame({"item_id": list(json.loads((MINIONEREC / f"index/{args.dataset}.item.json").read_text()))})
+    splits = {k: load_split(MINIONEREC / v.format(name=args.dataset)) for k, v in SPLIT_FILES.items()}
+    print({k: len(v) for k, v in splits.items()}, "items", len(items))
+    results = {}
+    for method in args.methods.split(","):
+        started = time.perf_counter()
+        if method == "popularity":
+            results[f"{method}_metrics"] = nodes.train_popularity(items, splits["train"], splits["test"], params)
+        else:
+            results[f"{method}_metrics"] = nodes.train_sequential_baseline(
+                method, items, splits["train"], splits["valid"], splits["test"], params, args.seed)
+        print(method, round(time.perf_counter() - started, 1), "s", results[f"{method}_metrics"], flush=True)
+    table = nodes.collect_baseline_metrics(**results)
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    if args.out:
+        table.to_csv(args.out, index=False)
+
+
+if __name__ == "__main__":
+    main()

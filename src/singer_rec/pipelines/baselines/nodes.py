@@ -1,0 +1,95 @@
+"""Thin nodes: encode the split tables, train one baseline, return its test metrics as a dict."""
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import contextmanager
+from typing import Any
+
+import pandas as pd
+import torch
+
+from singer_rec.baselines.sequences import ItemIndex, encode_sequences
+from singer_rec.baselines.training import (
+    TrainConfig,
+    evaluate_model,
+    evaluate_popularity,
+    popularity_scores,
+    train_with_grid,
+)
+
+logger = logging.getLogger(__name__)
+
+METRIC_COLUMNS = ["HR@3", "NDCG@3", "HR@5", "NDCG@5", "HR@10", "NDCG@10"]
+DISPLAY_NAMES = {"popularity": "Popularity", "gru4rec": "GRU4Rec", "caser": "Caser", "sasrec": "SASRec", "tiger": "TIGER"}
+
+
+@contextmanager
+def _torch_threads(num_threads: int | None):
+    """Intra-op threads for one node; on a busy shared CPU 1 thread beats oversubscription."""
+    previous = torch.get_num_threads()
+    if num_threads:
+        torch.set_num_threads(int(num_threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _encode(items: pd.DataFrame, tables: dict[str, pd.DataFrame], max_history: int):
+    if "item_id" not in items.columns:
+        raise ValueError("items: missing column 'item_id'")
+    index = ItemIndex(items["item_id"].tolist())
+    return index, {name: encode_sequences(t, index, max_history, name=f"{name}_sequences") for name, t in tables.items()}
+
+
+def train_popularity(items: pd.DataFrame, train_sequences: pd.DataFrame, test_sequences: pd.DataFrame,
+                     params: dict[str, Any]) -> dict[str, float]:
+    """Most-popular items (train target counts) for everyone: the sanity floor."""
+    started = time.perf_counter()
+    index, data = _encode(items, {"train": train_sequences, "test": test_sequences}, params["max_history"])
+    metrics = evaluate_popularity(popularity_scores(data["train"], index.num_items), data["test"])
+    return {**metrics, "wall_time_s": round(time.perf_counter() - started, 2)}
+
+
+def train_sequential_baseline(name: str, items: pd.DataFrame, train_sequences: pd.DataFrame,
+                              valid_sequences: pd.DataFrame, test_sequences: pd.DataFrame,
+                              params: dict[str, Any], seed: int) -> dict[str, float]:
+    """Grid over (lr, weight decay) with early stopping on valid; test metrics of the best model."""
+    started = time.perf_counter()
+    index, data = _encode(items, {"train": train_sequences, "valid": valid_sequences, "test": test_sequences},
+                          params["max_history"])
+    training = {**params["training"], **params[name].get("training", {}), "seed": seed}
+    model_config = {"max_len": params["max_history"], **params[name].get("model", {})}
+    with _torch_threads(params.get("num_threads")):
+        fit = train_with_grid(name, index.num_items, data["train"], data["valid"], TrainConfig(**training), model_config)
+        metrics = evaluate_model(fit.model, data["test"], training.get("eval_batch_size", 1024))
+    logger.info("%s test %s", name, {k: round(v, 4) for k, v in metrics.items()})
+    return {**metrics, "wall_time_s": round(time.perf_counter() - started, 2),
+            "learning_rate": fit.learning_rate, "weight_decay": fit.weight_decay, "best_epoch": fit.best_epoch,
+            "grid_points_tried": len(fit.grid), "valid_NDCG@10": fit.valid_metrics["NDCG@10"]}
+
+
+def train_gru4rec(items, train_sequences, valid_sequences, test_sequences, params, seed):
+    """GRU4Rec (Hidasi et al. 2016)."""
+    return train_sequential_baseline("gru4rec", items, train_sequences, valid_sequences, test_sequences, params, seed)
+
+
+def train_caser(items, train_sequences, valid_sequences, test_sequences, params, seed):
+    """Caser (Tang & Wang 2018)."""
+    return train_sequential_baseline("caser", items, train_sequences, valid_sequences, test_sequences, params, seed)
+
+
+def train_sasrec(items, train_sequences, valid_sequences, test_sequences, params, seed):
+    """SASRec (Kang & McAuley 2018)."""
+    return train_sequential_baseline("sasrec", items, train_sequences, valid_sequences, test_sequences, params, seed)
+
+
+def collect_baseline_metrics(**per_method: dict[str, float]) -> pd.DataFrame:
+    """One row per baseline: method, the six metrics, n and wall time (s), in the given order."""
+    rows = []
+    for key, metrics in per_method.items():
+        name = key.removesuffix("_metrics")
+        rows.append({"method": DISPLAY_NAMES.get(name, name), **{c: metrics[c] for c in METRIC_COLUMNS},
+                     "n": int(metrics["n"]), "wall_time_s": metrics["wall_time_s"]})
+    return pd.DataFrame(rows, columns=["method", *METRIC_COLUMNS, "n", "wall_time_s"])

@@ -1,0 +1,25 @@
+from kedro.pipeline import Node, Pipeline
+
+from singer_rec.pipelines.baselines import nodes
+
+SPLITS = ["items", "train_sequences", "valid_sequences", "test_sequences"]
+CLASSIC = {"gru4rec": nodes.train_gru4rec, "caser": nodes.train_caser, "sasrec": nodes.train_sasrec}
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    trained = [
+        Node(nodes.train_popularity, ["items", "train_sequences", "test_sequences", "params:baselines"],
+             "baseline_popularity_metrics", name="train_popularity", tags=["train"]),
+    ]
+    trained += [
+        Node(func, [*SPLITS, "params:baselines", "params:seed"], f"baseline_{name}_metrics",
+             name=f"train_{name}", tags=["train"])
+        for name, func in CLASSIC.items()
+    ]
+    collect = Node(
+        nodes.collect_baseline_metrics,
+        {f"{n.name.removeprefix('train_')}_metrics": n.outputs[0] for n in trained},
+        "baseline_metrics",
+        name="collect_baseline_metrics",
+    )
+    return Pipeline([*trained, collect])

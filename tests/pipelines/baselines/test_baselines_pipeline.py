@@ -1,0 +1,75 @@
+"""The baselines pipeline on an in-memory catalog with the real runner, and the project's conf."""
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from kedro.config import OmegaConfigLoader
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.runner import SequentialRunner
+from kedro_datasets.json import JSONDataset
+
+from singer_rec.baselines.toy import rule_tables
+from singer_rec.baselines.training import TrainConfig
+from singer_rec.pipelines.baselines import create_pipeline
+from singer_rec.pipelines.baselines.nodes import METRIC_COLUMNS, collect_baseline_metrics
+
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
+TINY_PARAMS = {
+    "max_history": 6,
+    "num_threads": 1,
+    "training": {"batch_size": 256, "max_epochs": 15, "patience": 2, "learning_rates": [1e-2],
+                 "weight_decays": [1e-6], "time_budget_s": 60},
+    "gru4rec": {"model": {"dim": 32}},
+    "caser": {"model": {"dim": 32, "window": 6}},
+    "sasrec": {"model": {"dim": 32}, "training": {"loss": "ce"}},
+}
+
+
+def test_pipeline_trains_every_baseline_and_collects_the_table(tmp_path):
+    item_ids, train, valid, test = rule_tables(num_items=40, num_users=200, max_len=6)
+    catalog = DataCatalog({
+        "items": MemoryDataset(pd.DataFrame({"item_id": item_ids})),
+        "train_sequences": MemoryDataset(train),
+        "valid_sequences": MemoryDataset(valid),
+        "test_sequences": MemoryDataset(test),
+        "params:baselines": MemoryDataset(TINY_PARAMS),
+        "params:seed": MemoryDataset(7),
+        "baseline_sasrec_metrics": JSONDataset(filepath=str(tmp_path / "sasrec_metrics.json")),
+    })
+    pipeline = create_pipeline()
+    assert {n.name for n in pipeline.nodes if "train" in n.tags} == {
+        "train_popularity", "train_gru4rec", "train_caser", "train_sasrec"}
+    SequentialRunner().run(pipeline, catalog)
+    table = catalog["baseline_metrics"].load()
+    assert table["method"].tolist() == ["Popularity", "GRU4Rec", "Caser", "SASRec"]
+    assert list(table.columns) == ["method", *METRIC_COLUMNS, "n", "wall_time_s"]
+    assert (table["n"] == 200).all()
+    popularity = table.set_index("method").loc["Popularity", "HR@10"]
+    for method in ["GRU4Rec", "Caser", "SASRec"]:
+        assert table.set_index("method").loc[method, "HR@10"] >= 0.9 > popularity + 0.5
+    sasrec = catalog["baseline_sasrec_metrics"].load()
+    assert sasrec["learning_rate"] == 1e-2 and sasrec["grid_points_tried"] == 1
+    assert sasrec["HR@10"] == table.set_index("method").loc["SASRec", "HR@10"]
+
+
+def test_collect_keeps_order_and_names():
+    m = {c: 0.5 for c in METRIC_COLUMNS} | {"n": 3, "wall_time_s": 1.5}
+    table = collect_baseline_metrics(sasrec_metrics=m, popularity_metrics={**m, "HR@3": 0.25})
+    assert table.to_csv(index=False) == (
+        "method,HR@3,NDCG@3,HR@5,NDCG@5,HR@10,NDCG@10,n,wall_time_s\n"
+        "SASRec,0.5,0.5,0.5,0.5,0.5,0.5,3,1.5\n"
+        "Popularity,0.25,0.5,0.5,0.5,0.5,0.5,3,1.5\n")
+
+
+def test_project_conf_parses_into_valid_settings_and_catalog_entries():
+    loader = OmegaConfigLoader(str(PROJECT_ROOT / "conf"), base_env="base", default_run_env="base")
+    params = loader["parameters"]
+    baselines = params["baselines"]
+    for name in ["gru4rec", "caser", "sasrec"]:
+        config = TrainConfig(**{**baselines["training"], **baselines[name].get("training", {})})
+        assert config.batch_size == 1024 and config.loss == "bce"  # the paper's settings by default
+    assert set(params["report"]["include"]) == {"baselines", "sft", "rl"}
+    catalog = DataCatalog.from_config(loader["catalog"])
+    for name in ["baseline_metrics", "baseline_sasrec_metrics", "report_sft_metrics", "results_markdown"]:
+        assert name in catalog, name
+    assert catalog["report_rl_metrics"].load() is None or isinstance(catalog["report_rl_metrics"].load(), dict)

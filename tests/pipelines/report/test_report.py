@@ -1,0 +1,111 @@
+"""The report built from fixed inputs equals the expected table, with and without optional inputs."""
+import json
+
+import pandas as pd
+import pytest
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.runner import SequentialRunner
+
+from singer_rec.datasets.optional import OptionalDataset
+from singer_rec.pipelines.report import create_pipeline
+from singer_rec.pipelines.report.nodes import build_report
+
+BASELINES = pd.DataFrame([
+    {"method": "SASRec", "HR@3": 0.05, "NDCG@3": 0.04, "HR@5": 0.06, "NDCG@5": 0.045, "HR@10": 0.1, "NDCG@10": 0.07, "n": 10, "wall_time_s": 3.0},
+    {"method": "Popularity", "HR@3": 0.045, "NDCG@3": 0.039, "HR@5": 0.053, "NDCG@5": 0.042, "HR@10": 0.061, "NDCG@10": 0.045, "n": 10, "wall_time_s": 0.1},
+    {"method": "MyNew", "HR@3": 0.01, "NDCG@3": 0.01, "HR@5": 0.01, "NDCG@5": 0.01, "HR@10": 0.01, "NDCG@10": 0.01, "n": 10, "wall_time_s": 0.1},
+])
+SFT = {"HR@3": 0.07, "NDCG@3": 0.06, "HR@5": 0.08, "NDCG@5": 0.065, "HR@10": 0.11, "NDCG@10": 0.075, "n": 10}
+PARAMS = {
+    "title": "Industrial (partial train)",
+    "include": ["baselines", "sft", "rl"],
+    "model_names": {"baselines": "baselines", "sft": "SINGER-SFT", "rl": "SINGER"},
+    "groups": {"Traditional": ["Popularity", "GRU4Rec", "SASRec"], "Ours": ["SINGER-SFT", "SINGER"]},
+    "anchors_dataset": "Industrial",
+    "anchors": {"Industrial": {"Traditional": {"SASRec": [0.0790, 0.0700, 0.0909, 0.0748, 0.1088, 0.0806]},
+                               "Ours": {"SINGER": [0.1256, 0.1112, 0.1453, 0.1192, 0.1744, 0.1276]}}},
+}
+
+EXPECTED_MARKDOWN = """# Results: Industrial (partial train)
+
+Our runs: the same train/valid/test splits and the same metric code for every method (HR@K, NDCG@K at item level over the full item set). Best value per column in bold.
+
+| Group | Method | HR@3 | NDCG@3 | HR@5 | NDCG@5 | HR@10 | NDCG@10 |
+|---|---|---:|---:|---:|---:|---:|---:|
+| Traditional | Popularity | 0.0450 | 0.0390 | 0.0530 | 0.0420 | 0.0610 | 0.0450 |
+|  | SASRec | 0.0500 | 0.0400 | 0.0600 | 0.0450 | 0.1000 | 0.0700 |
+| Ours | SINGER-SFT | **0.0700** | **0.0600** | **0.0800** | **0.0650** | **0.1100** | **0.0750** |
+| Other | MyNew | 0.0100 | 0.0100 | 0.0100 | 0.0100 | 0.0100 | 0.0100 |
+
+Not in this run (input absent): SINGER.
+
+## Published numbers: paper Table 1, Industrial
+
+Trained on the full MiniOneRec train split (the data here holds only part of it): a reference for the ordering of methods, not comparable in absolute terms.
+
+| Group | Method | HR@3 | NDCG@3 | HR@5 | NDCG@5 | HR@10 | NDCG@10 |
+|---|---|---:|---:|---:|---:|---:|---:|
+| Traditional | SASRec | 0.0790 | 0.0700 | 0.0909 | 0.0748 | 0.1088 | 0.0806 |
+| Ours | SINGER | **0.1256** | **0.1112** | **0.1453** | **0.1192** | **0.1744** | **0.1276** |
+"""
+
+EXPECTED_CSV = """block,group,method,HR@3,NDCG@3,HR@5,NDCG@5,HR@10,NDCG@10
+this run,Traditional,Popularity,0.045,0.039,0.053,0.042,0.061,0.045
+this run,Traditional,SASRec,0.05,0.04,0.06,0.045,0.1,0.07
+this run,Ours,SINGER-SFT,0.07,0.06,0.08,0.065,0.11,0.075
+this run,Other,MyNew,0.01,0.01,0.01,0.01,0.01,0.01
+paper Table 1 (full train split),Traditional,SASRec,0.079,0.07,0.0909,0.0748,0.1088,0.0806
+paper Table 1 (full train split),Ours,SINGER,0.1256,0.1112,0.1453,0.1192,0.1744,0.1276
+"""
+
+
+def test_report_from_fixed_inputs_equals_expected_table():
+    table, markdown, figure = build_report(BASELINES, SFT, None, PARAMS)
+    assert markdown == EXPECTED_MARKDOWN
+    assert table.to_csv(index=False) == EXPECTED_CSV
+    assert [t.get_text() for t in figure.axes[0].get_xticklabels()] == ["Popularity", "SASRec", "SINGER-SFT", "MyNew"]
+
+
+def test_report_with_only_model_metrics_and_no_anchors():
+    params = {**PARAMS, "anchors_dataset": None, "include": ["sft", "rl"]}
+    table, markdown, _ = build_report(BASELINES, SFT, {**SFT, "HR@3": 0.2}, params)
+    assert table["method"].tolist() == ["SINGER-SFT", "SINGER"]
+    assert "Published numbers" not in markdown and "Not in this run" not in markdown
+    assert "| Ours | SINGER-SFT | 0.0700 |" in markdown and "|  | SINGER | **0.2000** |" in markdown
+
+
+def test_report_errors():
+    with pytest.raises(ValueError, match="none of the included inputs"):
+        build_report(None, None, None, PARAMS)
+    with pytest.raises(ValueError, match=r"SINGER-SFT test metrics: missing metric\(s\) \['NDCG@10'\]"):
+        build_report(None, {k: v for k, v in SFT.items() if k != "NDCG@10"}, None, PARAMS)
+    with pytest.raises(ValueError, match=r"report.include: unknown input\(s\) \['ablations'\]"):
+        build_report(BASELINES, None, None, {**PARAMS, "include": ["ablations"]})
+
+
+def test_report_pipeline_runs_with_absent_optional_inputs(tmp_path):
+    """Real runner; sft metrics from a json file, rl metrics file absent -> OptionalDataset loads None."""
+    (tmp_path / "sft.json").write_text(json.dumps(SFT))
+    catalog = DataCatalog({
+        "report_baseline_metrics": MemoryDataset(BASELINES),
+        "report_sft_metrics": OptionalDataset({"type": "json.JSONDataset", "filepath": str(tmp_path / "sft.json")}),
+        "report_rl_metrics": OptionalDataset({"type": "json.JSONDataset", "filepath": str(tmp_path / "absent.json")}),
+        "params:report": MemoryDataset(PARAMS),
+        "results_table": MemoryDataset(),
+        "results_markdown": MemoryDataset(),
+        "results_chart": MemoryDataset(copy_mode="assign"),
+    })
+    SequentialRunner().run(create_pipeline(), catalog)
+    assert catalog["results_markdown"].load() == EXPECTED_MARKDOWN
+    assert catalog["results_table"].load().to_csv(index=False) == EXPECTED_CSV
+
+
+def test_optional_dataset_is_read_only_and_needs_a_type(tmp_path):
+    from kedro.io import DatasetError
+
+    dataset = OptionalDataset({"type": "json.JSONDataset", "filepath": str(tmp_path / "x.json")})
+    assert dataset.load() is None and not dataset.exists()
+    with pytest.raises(DatasetError, match="read-only"):
+        dataset.save({"a": 1})
+    with pytest.raises(DatasetError, match="needs 'dataset'"):
+        OptionalDataset({"filepath": "x.json"})
