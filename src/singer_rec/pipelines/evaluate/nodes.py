@@ -1,0 +1,184 @@
+"""Thin nodes: decode next items for test/valid rows (``SidRecommender``), score them, draw the report."""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.figure import Figure
+
+from singer_rec import tracking
+from singer_rec.metrics import DEFAULT_KS, hit_rank, ranking_metrics
+from singer_rec.modeling import read_meta
+from singer_rec.recommend import SidRecommender
+from singer_rec.sid_format import sid_tokens
+
+logger = logging.getLogger(__name__)
+
+SEQUENCE_COLUMNS = ("user_id", "history", "target")
+
+
+def _autocast_dtype(name: str | None) -> torch.dtype | None:
+    if name in (None, "", "none", "float32"):
+        return None
+    if name not in ("bfloat16", "float16"):
+        raise ValueError(f"evaluate.autocast_dtype: {name!r}; expected null, 'bfloat16' or 'float16'")
+    return getattr(torch, name)
+
+
+def _check_params(params: dict[str, Any]) -> list[int]:
+    ks = [int(k) for k in params.get("ks", DEFAULT_KS)]
+    if int(params["num_beams"]) < max(ks):
+        raise ValueError(f"evaluate.num_beams={params['num_beams']} must be ≥ the largest K ({max(ks)})")
+    return ks
+
+
+def _rows(sequences: pd.DataFrame, name: str, limit: int | None) -> pd.DataFrame:
+    missing = [c for c in SEQUENCE_COLUMNS if c not in sequences.columns]
+    if missing:
+        raise ValueError(f"{name}: missing column(s) {missing}; expected {list(SEQUENCE_COLUMNS)}")
+    rows = sequences if limit in (None, 0) else sequences.head(int(limit))
+    if len(rows) == 0:
+        raise ValueError(f"{name}: no rows to evaluate")
+    return rows.reset_index(drop=True)
+
+
+def predict_next_items(model_folder: Path, sequences: pd.DataFrame, params: dict[str, Any], name: str,
+                       limit: int | None = None) -> pd.DataFrame:
+    """Ranked items (``num_beams`` of them, best first) and their log-probs for every row of ``sequences``."""
+    _check_params(params)
+    rows = _rows(sequences, name, limit)
+    recommender = SidRecommender.from_folder(model_folder, device=params.get("device", "cpu"),
+                                             template_index=int(params.get("template_index", 0)),
+                                             history_length=int(params.get("history_length", 10)))
+    targets = [str(t) for t in rows["target"]]
+    for row, (user, target) in enumerate(zip(rows["user_id"], targets)):
+        if target not in recommender.sid_map:
+            raise ValueError(f"{name} row {row} (user {user}): target item {target!r} has no SID in the model's sid_map")
+    histories = [[str(h) for h in (history if history is not None else [])] for history in rows["history"]]
+    beams = int(params["num_beams"])
+    start = time.perf_counter()
+    items, scores = recommender.recommend(histories, k=beams, num_beams=beams, batch_size=int(params.get("batch_size", 32)),
+                                          autocast_dtype=_autocast_dtype(params.get("autocast_dtype")), progress=True,
+                                          where=f"{name} row")
+    seconds = time.perf_counter() - start
+    logger.info("%s: %d rows decoded with beam %d in %.1f s (%.1f rows/s)", name, len(rows), beams, seconds,
+                len(rows) / seconds)
+    tracking.log_metrics({f"{name}_decode_seconds": seconds, f"{name}_rows_per_s": len(rows) / seconds})
+    return pd.DataFrame({"user_id": rows["user_id"].astype(str).tolist(), "target": targets,
+                         "ranked_items": items, "scores": scores})
+
+
+def evaluate_test(model_folder: Path, test_sequences: pd.DataFrame, params: dict[str, Any]) -> tuple[pd.DataFrame, dict]:
+    """``test_predictions`` (user_id, target, ranked_items, scores) and ``test_metrics`` (HR/NDCG@K, n)."""
+    predictions = predict_next_items(model_folder, test_sequences, params, "test_sequences", params.get("max_rows"))
+    metrics = ranking_metrics(predictions["ranked_items"].tolist(), predictions["target"].tolist(), _check_params(params))
+    logger.info("test metrics: %s", metrics)
+    return predictions, metrics
+
+
+def evaluate_valid(model_folder: Path, valid_sequences: pd.DataFrame, params: dict[str, Any]) -> dict:
+    """``valid_metrics`` on the first ``valid_max_rows`` validation rows."""
+    predictions = predict_next_items(model_folder, valid_sequences, params, "valid_sequences",
+                                     params.get("valid_max_rows"))
+    metrics = ranking_metrics(predictions["ranked_items"].tolist(), predictions["target"].tolist(), _check_params(params))
+    logger.info("valid metrics: %s", metrics)
+    return metrics
+
+
+# -- report ----------------------------------------------------------------------------------------
+
+def matching_depth(predicted_sid: str, target_sid: str) -> int:
+    """How many leading SID tokens the prediction shares with the target (0 = first level wrong)."""
+    depth = 0
+    for a, b in zip(sid_tokens(predicted_sid), sid_tokens(target_sid)):
+        if a != b:
+            break
+        depth += 1
+    return depth
+
+
+def report_tables(test_sequences: pd.DataFrame, predictions: pd.DataFrame, sid_map: dict[str, str]) -> dict[str, pd.DataFrame]:
+    """The numbers behind the plots: hit ranks, HR@10 per history length, top-1 SID matching depth."""
+    rows = test_sequences.head(len(predictions)).reset_index(drop=True)
+    same = (rows["user_id"].astype(str).to_numpy() == predictions["user_id"].astype(str).to_numpy()) & (
+        rows["target"].astype(str).to_numpy() == predictions["target"].astype(str).to_numpy())
+    if not same.all():
+        first = int(np.flatnonzero(~same)[0])
+        raise ValueError(f"test_predictions row {first} does not match test_sequences row {first} (user/target differ)")
+    ranks = [hit_rank(list(r), t) for r, t in zip(predictions["ranked_items"], predictions["target"])]
+    max_rank = max(len(r) for r in predictions["ranked_items"])
+    rank_counts = pd.Series([r if r is not None else 0 for r in ranks]).value_counts()
+    hit_ranks = pd.DataFrame({"rank": list(range(1, max_rank + 1)) + ["miss"],
+                              "rows": [int(rank_counts.get(r, 0)) for r in range(1, max_rank + 1)] + [int(rank_counts.get(0, 0))]})
+    lengths = [len(h) if h is not None else 0 for h in rows["history"]]
+    hit10 = [r is not None and r <= 10 for r in ranks]
+    by_length = (pd.DataFrame({"history_length": lengths, "hit": hit10}).groupby("history_length")["hit"]
+                 .agg(rows="size", hr_at_10="mean").reset_index())
+    depths = [matching_depth(sid_map[str(r[0])], sid_map[str(t)]) if len(r) else 0
+              for r, t in zip(predictions["ranked_items"], predictions["target"])]
+    max_depth = max(len(sid_tokens(s)) for s in sid_map.values())
+    depth_counts = pd.Series(depths).value_counts()
+    depth = pd.DataFrame({"matching_levels": list(range(max_depth + 1)),
+                          "rows": [int(depth_counts.get(d, 0)) for d in range(max_depth + 1)]})
+    depth["share"] = depth["rows"] / len(depths)
+    return {"hit_ranks": hit_ranks, "hr_by_history": by_length, "sid_depth": depth}
+
+
+def _bar_figure(x, heights, title: str, xlabel: str, ylabel: str, labels=None) -> Figure:
+    figure = Figure(figsize=(6.4, 3.8), dpi=110)
+    axes = figure.add_subplot()
+    bars = axes.bar([str(v) for v in x], heights, color="#4C72B0")
+    if labels is not None:
+        axes.bar_label(bars, labels=labels, fontsize=8, padding=2)
+    axes.set_title(title)
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.margins(y=0.15)
+    axes.spines[["top", "right"]].set_visible(False)
+    figure.tight_layout()
+    return figure
+
+
+def _markdown(frame: pd.DataFrame) -> str:
+    header = "| " + " | ".join(map(str, frame.columns)) + " |"
+    rule = "|" + "---|" * len(frame.columns)
+    body = ["| " + " | ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row) + " |"
+            for row in frame.itertuples(index=False)]
+    return "\n".join([header, rule, *body])
+
+
+def build_report(model_folder: Path, test_sequences: pd.DataFrame, test_predictions: pd.DataFrame,
+                 test_metrics: dict, valid_metrics: dict) -> tuple[str, Figure, Figure, Figure]:
+    """Markdown metrics table + three PNG figures (hit-rank histogram, HR@10 by history length, SID depth)."""
+    meta = read_meta(model_folder)
+    tables = report_tables(test_sequences, test_predictions, meta["sid_map"])
+    names = [k for k in test_metrics if k != "n"]
+    metrics = pd.DataFrame({"metric": names, "test": [float(test_metrics[k]) for k in names],
+                            "valid": [float(valid_metrics.get(k, float("nan"))) for k in names]})
+    n = int(test_metrics["n"])
+    hits, depth, by_length = tables["hit_ranks"], tables["sid_depth"], tables["hr_by_history"]
+    markdown = "\n\n".join([
+        f"# Evaluation of `{Path(model_folder).as_posix()}`",
+        f"Test rows: {n}; valid rows: {int(valid_metrics.get('n', 0))}. Item-level metrics, constrained beam search "
+        f"({len(hits) - 1} beams, no length normalisation).",
+        _markdown(metrics),
+        "## Top-1 prediction: SID levels matching the target", _markdown(depth),
+        "## HR@10 by history length", _markdown(by_length),
+        "## Hit ranks", _markdown(hits),
+        "Plots: `hit_rank.png`, `hr_by_history_length.png`, `sid_depth.png`.",
+    ]) + "\n"
+    hit_fig = _bar_figure(hits["rank"], hits["rows"] / n, f"Rank of the target among {len(hits) - 1} beams (n={n})",
+                          "rank of the target (miss = not in the beams)", "share of test rows",
+                          labels=[str(v) for v in hits["rows"]])
+    length_fig = _bar_figure(by_length["history_length"], by_length["hr_at_10"], "HR@10 by history length",
+                             "items in the history", "HR@10", labels=[f"n={v}" for v in by_length["rows"]])
+    depth_fig = _bar_figure(depth["matching_levels"], depth["share"],
+                            "How deep the top prediction matches the target's SID",
+                            "leading SID levels equal to the target's (all = exact item)", "share of test rows",
+                            labels=[f"{s:.1%}" for s in depth["share"]])
+    return markdown, hit_fig, length_fig, depth_fig

@@ -1,0 +1,103 @@
+"""evaluate pipeline: both namespaces through the project's catalog config and a real runner; results equal
+exhaustive scoring and hand-computed HR/NDCG; report tables on hand-made predictions."""
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pytest
+import yaml
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.runner import SequentialRunner
+
+from conftest import PROJECT_ROOT
+from decoding.tiny_folder import SIDS, TEST_SEQUENCES, VALID_SEQUENCES, build_tiny_folder, exhaustive_ranking
+from singer_rec.pipelines.evaluate import create_pipeline
+from singer_rec.pipelines.evaluate.nodes import evaluate_test, matching_depth, report_tables
+
+PARAMS = {"num_beams": 12, "ks": [3, 5, 10], "batch_size": 4, "autocast_dtype": None, "device": "cpu",
+          "template_index": 0, "history_length": 10, "max_rows": None, "valid_max_rows": 4}
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return build_tiny_folder(tmp_path_factory.mktemp("models") / "sft_model")
+
+
+def _catalog(tmp_path, folder) -> DataCatalog:
+    """The project's evaluate catalog entries (paths moved under tmp_path) + in-memory inputs."""
+    conf = yaml.safe_load((PROJECT_ROOT / "conf/base/catalog_evaluate.yml").read_text())
+    catalog = DataCatalog.from_config(
+        {name: dict(entry, filepath=str(tmp_path / entry["filepath"])) for name, entry in conf.items()})
+    for name, value in {"sft_model": folder, "rl_model": folder, "test_sequences": TEST_SEQUENCES,
+                        "valid_sequences": VALID_SEQUENCES, "params:evaluate": PARAMS}.items():
+        catalog[name] = MemoryDataset(value)
+    return catalog
+
+
+def _expected_metrics(ranks: list[int]) -> dict:
+    out = {}
+    for k in (3, 5, 10):
+        out[f"HR@{k}"] = sum(r <= k for r in ranks) / len(ranks)
+        out[f"NDCG@{k}"] = sum(1 / math.log2(r + 1) for r in ranks if r <= k) / len(ranks)
+    return out
+
+
+def test_registered_pipeline_has_both_namespaces():
+    pipe = create_pipeline()
+    assert {n.name for n in pipe.nodes} == {f"{ns}.{n}" for ns in ("sft", "rl")
+                                           for n in ("evaluate_test", "evaluate_valid", "evaluation_report")}
+    assert pipe.inputs() == {"sft_model", "rl_model", "test_sequences", "valid_sequences", "params:evaluate"}
+    assert {"sft.test_metrics", "rl.test_metrics", "sft.test_predictions", "rl.test_predictions"} <= pipe.all_outputs()
+    assert all("eval" in n.tags for n in pipe.nodes if "evaluate_" in n.name)
+
+
+def test_sft_namespace_run_matches_exhaustive_scoring(tmp_path, folder):
+    catalog = _catalog(tmp_path, folder)
+    SequentialRunner().run(create_pipeline().only_nodes_with_namespaces(["sft"]), catalog)
+    predictions = pd.read_parquet(tmp_path / "data/07_model_output/sft/test_predictions.parquet")
+    assert list(predictions.columns) == ["user_id", "target", "ranked_items", "scores"]
+    ranks = []
+    for row, history in enumerate(TEST_SEQUENCES["history"]):
+        expected, scores = exhaustive_ranking(folder, history)
+        assert list(predictions["ranked_items"][row]) == expected  # beam 12 = every item: the exact ranking
+        assert list(predictions["scores"][row]) == pytest.approx([scores[i] for i in expected], abs=1e-4)
+        ranks.append(expected.index(TEST_SEQUENCES["target"][row]) + 1)
+    metrics = json.loads((tmp_path / "data/08_reporting/sft/test_metrics.json").read_text())
+    assert metrics == pytest.approx({**_expected_metrics(ranks), "n": 6})
+    valid = json.loads((tmp_path / "data/08_reporting/sft/valid_metrics.json").read_text())
+    assert valid["n"] == 4
+    report = (tmp_path / "data/08_reporting/sft/evaluation.md").read_text()
+    assert f"| HR@10 | {metrics['HR@10']:.4f} | {valid['HR@10']:.4f} |" in report
+    for png in ("hit_rank.png", "hr_by_history_length.png", "sid_depth.png"):
+        assert (tmp_path / "data/08_reporting/sft" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (tmp_path / "data/08_reporting/rl").exists()
+
+
+def test_unknown_target_and_small_beam_fail_clearly(folder):
+    bad = TEST_SEQUENCES.assign(target=["i2", "nope", "i6", "i10", "i0", "i5"])
+    with pytest.raises(ValueError, match=r"test_sequences row 1 \(user u2\): target item 'nope'"):
+        evaluate_test(folder, bad, PARAMS)
+    bad_history = TEST_SEQUENCES.assign(history=[["i0"], ["i2"], ["zz"], ["i1"], ["i1"], ["i1"]])
+    with pytest.raises(ValueError, match="test_sequences row 2: item 'zz' has no SID"):
+        evaluate_test(folder, bad_history, PARAMS)
+    with pytest.raises(ValueError, match="num_beams=5 must be ≥ the largest K"):
+        evaluate_test(folder, TEST_SEQUENCES, {**PARAMS, "num_beams": 5})
+
+
+def test_report_tables_on_hand_made_predictions():
+    sequences = pd.DataFrame({"user_id": ["a", "b", "c"], "history": [["i0"], ["i0", "i1"], ["i2"]],
+                              "target": ["i1", "i10", "i3"]})
+    predictions = pd.DataFrame({"user_id": ["a", "b", "c"], "target": ["i1", "i10", "i3"],
+                                "ranked_items": [["i1", "i0"], ["i9", "i10"], ["i4", "i5"]],
+                                "scores": [[-1.0, -2.0]] * 3})
+    tables = report_tables(sequences, predictions, SIDS)
+    assert tables["hit_ranks"].to_dict("list") == {"rank": [1, 2, "miss"], "rows": [1, 1, 1]}
+    assert tables["hr_by_history"].to_dict("list") == {"history_length": [1, 2], "rows": [2, 1], "hr_at_10": [0.5, 1.0]}
+    # top-1 vs target: i1/i1 exact (3 levels), i9/i10 share 3 of 4, i4/i3 differ at the first level
+    assert tables["sid_depth"]["rows"].tolist() == [1, 0, 0, 2, 0]
+    assert matching_depth("<a_2><b_2><c_0><d_0>", "<a_2><b_2><c_0><d_1>") == 3
+    assert matching_depth("<a_0><b_1><c_0>", "<a_0><b_0><c_0>") == 1
+    with pytest.raises(ValueError, match="test_predictions row 0 does not match"):
+        report_tables(sequences.iloc[::-1], predictions, SIDS)
