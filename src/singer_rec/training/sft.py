@@ -181,7 +181,7 @@ def _shared_tokenizer(cfg, dist: common.Dist, items: pd.DataFrame):
 def _validation_loss(model, examples, micro_batch_size, pad_id, dist, amp_dtype) -> float:
     model.eval()
     total, count = 0.0, 0
-    mine = examples[dist.rank :: dist.world_size]
+    mine = sorted(examples[dist.rank :: dist.world_size], key=lambda example: len(example[0]))
     with torch.no_grad():
         for start in range(0, len(mine), micro_batch_size):
             batch = {k: v.to(dist.device) for k, v in collate(mine[start : start + micro_batch_size], pad_id).items()}
@@ -287,6 +287,8 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
         # with one sample at weight 0
         weight = 1.0 if local else 0.0
         local = local or [train_examples[global_batch[0]]]
+        # micro-batches of similar length pad less; the step's gradient (a sum) is unchanged
+        local.sort(key=lambda example: len(example[0]))
         chunks = [local[i : i + micro] for i in range(0, len(local), micro)]
         for index, chunk in enumerate(chunks):
             batch = {k: v.to(dist.device) for k, v in collate(chunk, pad_id).items()}
