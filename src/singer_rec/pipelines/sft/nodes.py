@@ -1,0 +1,64 @@
+"""The SFT node: checks its inputs, hands file paths to the training process, returns its folder."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from singer_rec import modeling
+from singer_rec.training import sft
+from singer_rec.training.launch import run_training
+
+logger = logging.getLogger(__name__)
+
+ENTRY_POINT = "singer_rec.training.sft"
+
+
+def _fingerprint(config: dict[str, Any], frames: dict[str, pd.DataFrame]) -> str:
+    """Identifies a training run: same config and data -> same checkpoint folder (resume)."""
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
+    for name in sorted(frames):
+        digest.update(name.encode())
+        digest.update(frames[name].to_json(orient="split", default_handler=str).encode())
+    return digest.hexdigest()[:16]
+
+
+def train_sft_model(sft_dataset_train: pd.DataFrame, sft_dataset_valid: pd.DataFrame, items: pd.DataFrame,
+                    item_sids: pd.DataFrame, params: dict[str, Any], prompts: dict[str, Any],
+                    seed: int) -> tuple[str, dict[str, Any]]:
+    """Train ``params.model`` on the SFT rows in a child process; returns (model folder, report).
+
+    The preset and the SIDs are checked here, before anything is written. A rerun with the same
+    data and parameters resumes from the last checkpoint in ``params.work_dir``.
+    """
+    modeling.check_model_config(params["model"])
+    frames = {"sft_dataset_train": sft_dataset_train, "sft_dataset_valid": sft_dataset_valid}
+    sft.check_sids_against_catalog(item_sids, frames)
+
+    config = {**params["train"], "model": params["model"], "templates": prompts["templates"], "seed": seed}
+    run_dir = Path(params["work_dir"]) / _fingerprint(config, {**frames, "items": items, "item_sids": item_sids})
+    if not params.get("resume", True):
+        shutil.rmtree(run_dir, ignore_errors=True)
+    inputs = run_dir / "inputs"
+    inputs.mkdir(parents=True, exist_ok=True)
+    paths = {"train_path": inputs / "train.parquet", "valid_path": inputs / "valid.parquet",
+             "items_path": inputs / "items.parquet", "item_sids_path": inputs / "item_sids.parquet"}
+    for frame, key in ((sft_dataset_train, "train_path"), (sft_dataset_valid, "valid_path"),
+                       (items, "items_path"), (item_sids, "item_sids_path")):
+        frame.to_parquet(paths[key], index=False)
+    config.update({k: str(v.resolve()) for k, v in paths.items()})
+    config.update({"output_dir": str((run_dir / "model").resolve()),
+                   "checkpoint_dir": str((run_dir / "checkpoints").resolve()),
+                   "result_path": str((run_dir / "result.json").resolve())})
+    logger.info("SFT run folder %s (%d train rows, %d valid rows)", run_dir, len(sft_dataset_train), len(sft_dataset_valid))
+    result = run_training(ENTRY_POINT, config, int(params.get("num_processes", 1)))
+    # the model folder is complete: the checkpoints and the input copies are no longer needed
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    shutil.rmtree(inputs, ignore_errors=True)
+    report = {k: v for k, v in result.items() if isinstance(v, (int, float, bool)) and v is not None}
+    return config["output_dir"], report
