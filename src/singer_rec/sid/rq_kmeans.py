@@ -67,23 +67,40 @@ def pairwise_sq_distances(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     return np.maximum(d.astype(np.float64), 0.0)
 
 
-def kmeans_plus_plus(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    """k-means++ seeding (D^2 sampling); returns float64 [k, d] rows of x."""
+def kmeans_plus_plus(x: np.ndarray, k: int, rng: np.random.Generator, local_trials: int | None = None) -> np.ndarray:
+    """Greedy k-means++ seeding: at each step draw ``local_trials`` candidates by D^2 sampling and
+    keep the one that lowers the potential most (2 + ln k trials by default, as scikit-learn and
+    k-means-constrained do). Returns float64 [k, d] rows of x."""
     n = x.shape[0]
-    centers = np.empty((k, x.shape[1]), dtype=np.float64)
-    first = int(rng.integers(n))
-    centers[0] = x[first]
-    closest = ((x - centers[0]) ** 2).sum(axis=1)
+    trials = local_trials or 2 + int(np.log(k))
+    x32 = np.ascontiguousarray(x, dtype=np.float32)
+
+    def sq_dist_to(rows: np.ndarray) -> np.ndarray:  # [len(rows), n], faiss for the distance work
+        return pairwise_sq_distances(x32[rows], x32)
+
+    chosen = np.empty(k, dtype=np.int64)
+    chosen[0] = rng.integers(n)
+    closest = sq_dist_to(chosen[:1])[0]
     for c in range(1, k):
         total = closest.sum()
-        if total <= 0:  # all remaining points coincide with a center: pick any
-            idx = int(rng.integers(n))
-        else:
-            idx = int(np.searchsorted(np.cumsum(closest), rng.random() * total, side="right"))
-            idx = min(idx, n - 1)
-        centers[c] = x[idx]
-        closest = np.minimum(closest, ((x - centers[c]) ** 2).sum(axis=1))
-    return centers
+        if total <= 0:  # every point coincides with a chosen one: any point will do
+            chosen[c] = rng.integers(n)
+            continue
+        candidates = np.searchsorted(np.cumsum(closest), rng.random(trials) * total, side="right")
+        candidates = np.minimum(candidates, n - 1)
+        potentials = np.minimum(closest[None, :], sq_dist_to(candidates))
+        best = int(potentials.sum(axis=1).argmin())
+        chosen[c] = candidates[best]
+        closest = potentials[best]
+    return x[chosen].astype(np.float64)
+
+
+def cluster_means(x: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """Mean of the rows of x in each cluster (every cluster must be non-empty)."""
+    order = np.argsort(labels, kind="stable")
+    counts = np.bincount(labels, minlength=k)
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    return np.add.reduceat(x[order], starts, axis=0) / counts[:, None]
 
 
 def greedy_balanced_assignment(dist: np.ndarray, size_lo: int, size_hi: int) -> np.ndarray:
@@ -173,43 +190,43 @@ class _CycleCanceller:
         m = self.k + 1
         dist = np.zeros(m)
         pred = np.full(m, -1, dtype=np.int64)
-        for iteration in range(m + 1):
-            cand = dist[:, None] + self.edge
-            best_from = cand.argmin(axis=0)
-            best = cand[best_from, np.arange(m)]
+        edge_in = np.ascontiguousarray(self.edge.T)  # edge_in[q, p] = edge[p, q]: row-wise argmin
+        for _ in range(m + 1):
+            cand = edge_in + dist[None, :]
+            best_from = cand.argmin(axis=1)
+            best = cand[np.arange(m), best_from]
             improved = best < dist - self.tol
             if not improved.any():
                 return []
             dist = np.where(improved, best, dist)
             pred = np.where(improved, best_from, pred)
-            if iteration % 4 == 3 or iteration >= m - 1:
-                cycles = self._cycles_in(pred)
-                if cycles:
-                    return cycles
-        return self._cycles_in(pred)
+            cycles = self._cycles_in(pred)
+            if cycles:
+                return cycles
+        return []
 
     def _cycles_in(self, pred: np.ndarray) -> list[list[int]]:
         """Cycles of the predecessor graph, each as the node list in edge order, negative only."""
         m = pred.size
-        state = np.zeros(m, dtype=np.int8)  # 0 unseen, 1 on current walk, 2 done
-        cycles = []
-        for start in range(m):
-            if state[start]:
+        # after m pointer steps every walk that does not end at the source sits on a cycle
+        hop = np.where(pred >= 0, pred, np.arange(m))  # roots point to themselves
+        for _ in range(int(np.ceil(np.log2(m))) + 1):
+            hop = hop[hop]
+        on_cycle = np.unique(hop[pred[hop] >= 0])
+        cycles, seen = [], set()
+        for node in on_cycle.tolist():
+            if node in seen:
                 continue
-            walk = []
-            node = start
-            while node >= 0 and state[node] == 0:
-                state[node] = 1
-                walk.append(node)
-                node = int(pred[node])
-            if node >= 0 and state[node] == 1:
-                cycle_rev = walk[walk.index(node):]  # nodes linked by pred pointers (reverse edges)
-                cycle = cycle_rev[::-1]
-                cost = sum(self.edge[cycle[i], cycle[(i + 1) % len(cycle)]] for i in range(len(cycle)))
-                if cost < -self.tol:
-                    cycles.append(cycle)
-            for w in walk:
-                state[w] = 2
+            cycle_rev = [node]
+            nxt = int(pred[node])
+            while nxt != node:
+                cycle_rev.append(nxt)
+                nxt = int(pred[nxt])
+            seen.update(cycle_rev)
+            cycle = cycle_rev[::-1]  # pred points backwards along edges
+            cost = sum(self.edge[cycle[i], cycle[(i + 1) % len(cycle)]] for i in range(len(cycle)))
+            if cost < -self.tol:
+                cycles.append(cycle)
         return cycles
 
     def _cancel(self, cycle: list[int]) -> None:
@@ -291,10 +308,7 @@ def balanced_kmeans(
         new_labels = optimal_balanced_assignment(dist, size_lo, size_hi, init_labels=labels)
         changed = labels is None or not np.array_equal(new_labels, labels)
         labels = new_labels
-        # centroid update: mean of members (every cluster is non-empty since size_lo >= 1)
-        sums = np.zeros_like(centroids)
-        np.add.at(sums, labels, x)
-        centroids = sums / np.bincount(labels, minlength=k)[:, None]
+        centroids = cluster_means(x, labels, k)  # every cluster holds >= size_lo >= 1 items
         cost = _cost(x, centroids, labels)
         history.append(cost)
         if not changed or (len(history) > 1 and history[-2] - cost <= tol * max(history[-2], 1e-30)):
