@@ -9,6 +9,7 @@ from kedro.runner import SequentialRunner
 from kedro_datasets.json import JSONDataset
 
 from singer_rec.baselines.toy import rule_tables
+from singer_rec.baselines.tiger import TigerConfig
 from singer_rec.baselines.training import TrainConfig
 from singer_rec.pipelines.baselines import create_pipeline
 from singer_rec.pipelines.baselines.nodes import METRIC_COLUMNS, collect_baseline_metrics
@@ -22,6 +23,8 @@ TINY_PARAMS = {
     "gru4rec": {"model": {"dim": 32}},
     "caser": {"model": {"dim": 32, "window": 6}},
     "sasrec": {"model": {"dim": 32}, "training": {"loss": "ce"}},
+    "tiger": {"hidden_size": 64, "intermediate_size": 128, "num_layers": 2, "num_heads": 4, "max_epochs": 25,
+              "patience": 3, "batch_size": 128, "learning_rate": 3.0e-3},
 }
 
 
@@ -29,6 +32,7 @@ def test_pipeline_trains_every_baseline_and_collects_the_table(tmp_path):
     item_ids, train, valid, test = rule_tables(num_items=40, num_users=200, max_len=6)
     catalog = DataCatalog({
         "items": MemoryDataset(pd.DataFrame({"item_id": item_ids})),
+        "item_sids": MemoryDataset(pd.DataFrame({"item_id": item_ids, "codes": [[i // 8, i % 8] for i in range(40)]})),
         "train_sequences": MemoryDataset(train),
         "valid_sequences": MemoryDataset(valid),
         "test_sequences": MemoryDataset(test),
@@ -38,14 +42,14 @@ def test_pipeline_trains_every_baseline_and_collects_the_table(tmp_path):
     })
     pipeline = create_pipeline()
     assert {n.name for n in pipeline.nodes if "train" in n.tags} == {
-        "train_popularity", "train_gru4rec", "train_caser", "train_sasrec"}
+        "train_popularity", "train_gru4rec", "train_caser", "train_sasrec", "train_tiger"}
     SequentialRunner().run(pipeline, catalog)
     table = catalog["baseline_metrics"].load()
-    assert table["method"].tolist() == ["Popularity", "GRU4Rec", "Caser", "SASRec"]
+    assert table["method"].tolist() == ["Popularity", "GRU4Rec", "Caser", "SASRec", "TIGER"]
     assert list(table.columns) == ["method", *METRIC_COLUMNS, "n", "wall_time_s"]
     assert (table["n"] == 200).all()
     popularity = table.set_index("method").loc["Popularity", "HR@10"]
-    for method in ["GRU4Rec", "Caser", "SASRec"]:
+    for method in ["GRU4Rec", "Caser", "SASRec", "TIGER"]:
         assert table.set_index("method").loc[method, "HR@10"] >= 0.9 > popularity + 0.5
     sasrec = catalog["baseline_sasrec_metrics"].load()
     assert sasrec["learning_rate"] == 1e-2 and sasrec["grid_points_tried"] == 1
@@ -65,6 +69,7 @@ def test_project_conf_parses_into_valid_settings_and_catalog_entries():
     loader = OmegaConfigLoader(str(PROJECT_ROOT / "conf"), base_env="base", default_run_env="base")
     params = loader["parameters"]
     baselines = params["baselines"]
+    TigerConfig(**baselines["tiger"])
     for name in ["gru4rec", "caser", "sasrec"]:
         config = TrainConfig(**{**baselines["training"], **baselines[name].get("training", {})})
         assert config.batch_size == 1024 and config.loss == "bce"  # the paper's settings by default

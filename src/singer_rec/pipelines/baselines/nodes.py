@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from singer_rec.baselines import tiger
 from singer_rec.baselines.sequences import ItemIndex, encode_sequences
 from singer_rec.baselines.training import (
     TrainConfig,
@@ -83,6 +84,20 @@ def train_caser(items, train_sequences, valid_sequences, test_sequences, params,
 def train_sasrec(items, train_sequences, valid_sequences, test_sequences, params, seed):
     """SASRec (Kang & McAuley 2018)."""
     return train_sequential_baseline("sasrec", items, train_sequences, valid_sequences, test_sequences, params, seed)
+
+
+def train_tiger(item_sids: pd.DataFrame, train_sequences: pd.DataFrame, valid_sequences: pd.DataFrame,
+                test_sequences: pd.DataFrame, params: dict[str, Any], seed: int) -> dict[str, float]:
+    """TIGER-style: a tiny transformer on SID tokens only, decoded by constrained beam search."""
+    started = time.perf_counter()
+    config = tiger.TigerConfig(**{"max_history": params["max_history"], **params["tiger"], "seed": seed})
+    vocab = tiger.SidVocabulary(item_sids)
+    with _torch_threads(params.get("num_threads")):
+        model, info = tiger.train_tiger(vocab, train_sequences, valid_sequences, config)
+        metrics = tiger.evaluate_tiger(model, vocab, test_sequences, config)
+    logger.info("tiger test %s", {k: round(v, 4) for k, v in metrics.items()})
+    return {**metrics, "wall_time_s": round(time.perf_counter() - started, 2), **info,
+            "parameters": sum(p.numel() for p in model.parameters())}
 
 
 def collect_baseline_metrics(**per_method: dict[str, float]) -> pd.DataFrame:

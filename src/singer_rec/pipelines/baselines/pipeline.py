@@ -16,6 +16,10 @@ def create_pipeline(**kwargs) -> Pipeline:
              name=f"train_{name}", tags=["train"])
         for name, func in CLASSIC.items()
     ]
+    trained.append(
+        Node(nodes.train_tiger, ["item_sids", *SPLITS[1:], "params:baselines", "params:seed"],
+             "baseline_tiger_metrics", name="train_tiger", tags=["train"])
+    )
     collect = Node(
         nodes.collect_baseline_metrics,
         {f"{n.name.removeprefix('train_')}_metrics": n.outputs[0] for n in trained},
