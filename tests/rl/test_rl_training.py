@@ -22,20 +22,21 @@ def _setup(alignment="sft", **overrides):
 
 
 def test_rl_raises_hit_rate_and_lowers_hard_fraction():
-    policy, reference, tokenizer, examples, sid_dict, title_dict, settings = _setup(max_steps=20, learning_rate=5e-3)
+    policy, reference, tokenizer, examples, sid_dict, title_dict, settings = _setup(max_steps=30, learning_rate=5e-3)
     result = rlt.train_grpo(policy, reference, tokenizer, examples, sid_dict, title_dict, settings, progress=False)
     history = result["history"]
-    assert len(history) == 20 and result["total_steps"] == 20
-    assert result["probe"]["before"]["hit_rate"] == 0.0  # the untrained model never finds its targets
-    assert result["probe"]["after"]["hit_rate"] >= 0.25  # 3 of 8 users measured (seed 0)
+    assert len(history) == 30 and result["total_steps"] == 30
+    # the untrained model finds 2 of the 8 targets among its 4 beams; after RL at least 6 of 8 (seed 0: 6)
+    assert result["probe"]["before"]["hit_rate"] == 0.25
+    assert result["probe"]["after"]["hit_rate"] >= 0.75
     first, last = history[:5], history[-5:]
     assert sum(h["hard_fraction"] for h in last) < sum(h["hard_fraction"] for h in first)
     assert sum(h["hit_rate"] for h in last) > sum(h["hit_rate"] for h in first)
-    # the curriculum: guide lengths shrink from L-1 = 2 to 0 over T = 20 steps
+    # the curriculum: guide lengths shrink from L-1 = 2 to 0 over T = 30 steps
     assert history[0]["guide_length"] == 2.0 and history[-1]["guide_length"] == 0.0
     # AdamW with cosine decay from the configured rate
     assert history[0]["learning_rate"] == pytest.approx(5e-3)
-    assert history[10]["learning_rate"] == pytest.approx(5e-3 * 0.5 * (1 + math.cos(math.pi * 10 / 20)))
+    assert history[10]["learning_rate"] == pytest.approx(5e-3 * 0.5 * (1 + math.cos(math.pi * 10 / 30)))
     for key in ("mean_reward", "kl", "entropy", "clip_fraction", "seconds_per_step"):
         assert all(key in h for h in history)
 
@@ -68,7 +69,7 @@ def test_sampling_variants_run_without_guides(sampling):
     policy, reference, tokenizer, examples, sid_dict, title_dict, settings = _setup(sampling=sampling, max_steps=2, learning_rate=1e-3)
     result = rlt.train_grpo(policy, reference, tokenizer, examples, sid_dict, title_dict, settings, progress=False)
     assert [h["guide_length"] for h in result["history"]] == [0.0, 0.0]
-    assert result["history"][0]["hard_fraction"] == 1.0
+    assert result["history"][0]["hard_fraction"] > 0  # hard samples exist, yet get no guide
 
 
 def test_alignment_in_rl_decodes_titles_over_the_title_dictionary():

@@ -60,7 +60,7 @@ def test_rl_pipeline_trains_in_its_own_process_and_writes_model_report_and_plot(
     assert meta["rl"]["steps"] == 3 and meta["rl"]["settings"]["seed"] == 3  # the global seed
     assert meta["rl"]["prompts"] == 12  # alignment "full": 8 semantic + 4 title rows
     report = json.loads((tmp_path / "out" / "rl_report.json").read_text())
-    assert report["steps"] == 3.0 and report["probe_hit_rate_before"] == 0.0
+    assert report["steps"] == 3.0 and report["probe_hit_rate_before"] == 0.25  # 2 of 8 before RL
     history = json.loads((tmp_path / "out" / "rl_history.json").read_text())
     assert [h["step"] for h in history["history"]] == [1, 2, 3]
     assert len(history["probe"]["before"]["rewards"]) == 8 * 4
