@@ -155,6 +155,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.k < 1:
         print("singer-recommend: -k must be ≥ 1", file=sys.stderr)
         return 2
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # the weight-loading bar would clutter the printed table
     try:
         recommender = SidRecommender.from_folder(args.model)
         history = recommender.resolve_items(args.history, titles_only=args.titles)
