@@ -50,6 +50,7 @@ def _catalog(tmp_path, settings, start_from="sft"):
     })
 
 
+@pytest.mark.slow
 def test_rl_pipeline_trains_in_its_own_process_and_writes_model_report_and_plot(tmp_path):
     catalog = _catalog(tmp_path, TINY_SETTINGS)
     pipeline = create_pipeline()
@@ -70,6 +71,7 @@ def test_rl_pipeline_trains_in_its_own_process_and_writes_model_report_and_plot(
     assert sorted(p.name for p in run_dir.iterdir()) == ["result.json"]
 
 
+@pytest.mark.slow
 def test_rl_only_variant_starts_from_a_base_model(tmp_path):
     catalog = _catalog(tmp_path, {**TINY_SETTINGS, "max_steps": 1, "alignment": "none"}, start_from="base")
     SequentialRunner().run(create_pipeline(), catalog)

@@ -1,6 +1,7 @@
 """The RL nodes: check the configuration, hand file paths to the training process, plot its rewards."""
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from dataclasses import asdict
@@ -65,8 +66,14 @@ def train_rl_model(sft_model: Path, rl_dataset: pd.DataFrame, items: pd.DataFram
         "result_path": str((run_dir / "result.json").resolve()),
         "keep_checkpoints": int(params.get("keep_checkpoints", 2)),
     })
-    logger.info("RL run folder %s (%d rl_dataset rows, start: %s)", run_dir, len(rl_dataset), start)
-    result = run_training(ENTRY_POINT, config, int(params.get("num_processes", 1)))
+    output, result_path = Path(config["output_path"]), Path(config["result_path"])
+    if (output / modeling.META_FILE).is_file() and result_path.is_file():
+        # a finished run that no catalog dataset has taken yet (the ablations keep theirs here)
+        logger.info("RL run folder %s is complete: reusing its model", run_dir)
+        result = json.loads(result_path.read_text(encoding="utf-8"))
+    else:
+        logger.info("RL run folder %s (%d rl_dataset rows, start: %s)", run_dir, len(rl_dataset), start)
+        result = run_training(ENTRY_POINT, config, int(params.get("num_processes", 1)))
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     shutil.rmtree(run_dir / "inputs", ignore_errors=True)
     return config["output_path"], summary_report(result), {

@@ -1,0 +1,20 @@
+from kedro.pipeline import Node, Pipeline
+
+from singer_rec.pipelines.ablations import nodes
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    """Not in the default run: ``kedro run --pipeline=ablations``."""
+    return Pipeline(
+        [
+            Node(
+                nodes.run_ablations,
+                ["sft_model", "sft_dataset_train", "sft_dataset_valid", "rl_dataset", "items", "item_sids",
+                 "test_sequences", "params:ablations", "params:rl", "params:sft", "params:prompts",
+                 "params:evaluate", "params:seed"],
+                ["ablation_table", "ablation_table_markdown"],
+                name="run_ablations",
+                tags=["ablations", "eval"],
+            )
+        ]
+    )
