@@ -43,9 +43,12 @@ def main() -> None:
     parser.add_argument("--methods", default="popularity,gru4rec,caser,sasrec")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--loss", choices=["bce", "ce"], default=None, help="override baselines.training.loss")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     params = yaml.safe_load((ROOT / "conf/base/parameters_baselines.yml").read_text())["baselines"]
+    if args.loss:
+        params["training"]["loss"] = args.loss
     items = pd.DataFrame({"item_id": list(json.loads((MINIONEREC / f"index/{args.dataset}.item.json").read_text()))})
     splits = {k: load_split(MINIONEREC / v.format(name=args.dataset)) for k, v in SPLIT_FILES.items()}
     print({k: len(v) for k, v in splits.items()}, "items", len(items))

@@ -22,9 +22,9 @@ PARAMS = {
     "model_names": {"baselines": "baselines", "sft": "SINGER-SFT", "rl": "SINGER"},
     "groups": {"Traditional": ["Popularity", "GRU4Rec", "SASRec"], "Ours": ["SINGER-SFT", "SINGER"]},
     "anchors_dataset": "Industrial",
-    "anchors": {"Industrial": {"Traditional": {"SASRec": [0.0790, 0.0700, 0.0909, 0.0748, 0.1088, 0.0806]},
-                               "Ours": {"SINGER": [0.1256, 0.1112, 0.1453, 0.1192, 0.1744, 0.1276]}}},
 }
+PAPER = {"Industrial": {"Traditional": {"SASRec": [0.0790, 0.0700, 0.0909, 0.0748, 0.1088, 0.0806]},
+                        "Ours": {"SINGER": [0.1256, 0.1112, 0.1453, 0.1192, 0.1744, 0.1276]}}}
 
 EXPECTED_MARKDOWN = """# Results: Industrial (partial train)
 
@@ -60,7 +60,7 @@ paper Table 1 (full train split),Ours,SINGER,0.1256,0.1112,0.1453,0.1192,0.1744,
 
 
 def test_report_from_fixed_inputs_equals_expected_table():
-    table, markdown, figure = build_report(BASELINES, SFT, None, PARAMS)
+    table, markdown, figure = build_report(BASELINES, SFT, None, PARAMS, PAPER)
     assert markdown == EXPECTED_MARKDOWN
     assert table.to_csv(index=False) == EXPECTED_CSV
     assert [t.get_text() for t in figure.axes[0].get_xticklabels()] == ["Popularity", "SASRec", "SINGER-SFT", "MyNew"]
@@ -68,7 +68,7 @@ def test_report_from_fixed_inputs_equals_expected_table():
 
 def test_report_with_only_model_metrics_and_no_anchors():
     params = {**PARAMS, "anchors_dataset": None, "include": ["sft", "rl"]}
-    table, markdown, _ = build_report(BASELINES, SFT, {**SFT, "HR@3": 0.2}, params)
+    table, markdown, _ = build_report(BASELINES, SFT, {**SFT, "HR@3": 0.2}, params, PAPER)
     assert table["method"].tolist() == ["SINGER-SFT", "SINGER"]
     assert "Published numbers" not in markdown and "Not in this run" not in markdown
     assert "| Ours | SINGER-SFT | 0.0700 |" in markdown and "|  | SINGER | **0.2000** |" in markdown
@@ -76,11 +76,11 @@ def test_report_with_only_model_metrics_and_no_anchors():
 
 def test_report_errors():
     with pytest.raises(ValueError, match="none of the included inputs"):
-        build_report(None, None, None, PARAMS)
+        build_report(None, None, None, PARAMS, PAPER)
     with pytest.raises(ValueError, match=r"SINGER-SFT test metrics: missing metric\(s\) \['NDCG@10'\]"):
-        build_report(None, {k: v for k, v in SFT.items() if k != "NDCG@10"}, None, PARAMS)
+        build_report(None, {k: v for k, v in SFT.items() if k != "NDCG@10"}, None, PARAMS, PAPER)
     with pytest.raises(ValueError, match=r"report.include: unknown input\(s\) \['ablations'\]"):
-        build_report(BASELINES, None, None, {**PARAMS, "include": ["ablations"]})
+        build_report(BASELINES, None, None, {**PARAMS, "include": ["ablations"]}, PAPER)
 
 
 def test_report_pipeline_runs_with_absent_optional_inputs(tmp_path):
@@ -91,6 +91,7 @@ def test_report_pipeline_runs_with_absent_optional_inputs(tmp_path):
         "report_sft_metrics": OptionalDataset({"type": "json.JSONDataset", "filepath": str(tmp_path / "sft.json")}),
         "report_rl_metrics": OptionalDataset({"type": "json.JSONDataset", "filepath": str(tmp_path / "absent.json")}),
         "params:report": MemoryDataset(PARAMS),
+        "params:paper_table1": MemoryDataset(PAPER),
         "results_table": MemoryDataset(),
         "results_markdown": MemoryDataset(),
         "results_chart": MemoryDataset(copy_mode="assign"),
@@ -98,6 +99,25 @@ def test_report_pipeline_runs_with_absent_optional_inputs(tmp_path):
     SequentialRunner().run(create_pipeline(), catalog)
     assert catalog["results_markdown"].load() == EXPECTED_MARKDOWN
     assert catalog["results_table"].load().to_csv(index=False) == EXPECTED_CSV
+
+
+def test_paper_table1_in_conf_matches_the_paper_text(project_root):
+    """Every anchor number in conf is the paper's Table 1 row (read from the paper's text when present)."""
+    import re
+
+    import yaml
+
+    table = yaml.safe_load((project_root / "conf/base/parameters_report.yml").read_text())["paper_table1"]
+    assert table["Industrial"]["Ours"]["SINGER"] == [0.1256, 0.1112, 0.1453, 0.1192, 0.1744, 0.1276]
+    assert table["Office"]["Traditional"]["SASRec"] == [0.0861, 0.0769, 0.0949, 0.0805, 0.1120, 0.0858]
+    paper = project_root.parent / "shared" / "paper" / "singer-paper.txt"
+    if not paper.is_file():
+        pytest.skip(f"paper text not found at {paper}")
+    text = re.sub(r"</?(b|u)>", "", paper.read_text())
+    for dataset in ("Industrial", "Office"):
+        for methods in table[dataset].values():
+            for values in methods.values():
+                assert "\t".join(f"{v:.4f}" for v in values) in text, values
 
 
 def test_optional_dataset_is_read_only_and_needs_a_type(tmp_path):
