@@ -131,3 +131,12 @@ def test_dedupe_suffixes_on_hand_made_paths():
     assert stats == {"colliding_groups": 2, "colliding_items": 5, "largest_group": 3, "distinct_paths": 3}
     none, stats = dedupe_suffixes(np.array([[0], [1]]))
     assert none.tolist() == [-1, -1] and stats["largest_group"] == 0
+
+
+def test_seeding_trials():
+    x = _blobs(90, 6, seed=2)
+    plain = balanced_rq_kmeans(x, 2, 9, seed=0, init_trials=1)
+    for level in range(2):
+        assert set(np.bincount(plain.codes[:, level], minlength=9).tolist()) == {10}
+    with pytest.raises(ValueError, match="at least 1 candidate"):
+        balanced_kmeans(x, 9, init_trials=0)

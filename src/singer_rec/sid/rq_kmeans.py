@@ -72,11 +72,14 @@ def kmeans_plus_plus(x: np.ndarray, k: int, rng: np.random.Generator, local_tria
     keep the one that lowers the potential most (2 + ln k trials by default, as scikit-learn and
     k-means-constrained do). Returns float64 [k, d] rows of x."""
     n = x.shape[0]
-    trials = local_trials or 2 + int(np.log(k))
+    trials = 2 + int(np.log(k)) if local_trials is None else int(local_trials)
+    if trials < 1:
+        raise ValueError(f"k-means++ needs at least 1 candidate per step, got {local_trials}")
     x32 = np.ascontiguousarray(x, dtype=np.float32)
+    sq_norms = np.einsum("ij,ij->i", x32, x32)
 
-    def sq_dist_to(rows: np.ndarray) -> np.ndarray:  # [len(rows), n], faiss for the distance work
-        return pairwise_sq_distances(x32[rows], x32)
+    def sq_dist_to(rows: np.ndarray) -> np.ndarray:  # [len(rows), n]; norms computed once
+        return np.maximum(sq_norms[rows, None] - 2.0 * (x32[rows] @ x32.T) + sq_norms[None, :], 0.0).astype(np.float64)
 
     chosen = np.empty(k, dtype=np.int64)
     chosen[0] = rng.integers(n)
@@ -97,10 +100,11 @@ def kmeans_plus_plus(x: np.ndarray, k: int, rng: np.random.Generator, local_tria
 
 def cluster_means(x: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     """Mean of the rows of x in each cluster (every cluster must be non-empty)."""
-    order = np.argsort(labels, kind="stable")
-    counts = np.bincount(labels, minlength=k)
-    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
-    return np.add.reduceat(x[order], starts, axis=0) / counts[:, None]
+    from scipy.sparse import csr_matrix
+
+    n = labels.size
+    membership = csr_matrix((np.ones(n), (labels, np.arange(n))), shape=(k, n))
+    return (membership @ x) / np.bincount(labels, minlength=k)[:, None]
 
 
 def greedy_balanced_assignment(dist: np.ndarray, size_lo: int, size_hi: int) -> np.ndarray:
@@ -113,22 +117,16 @@ def greedy_balanced_assignment(dist: np.ndarray, size_lo: int, size_hi: int) -> 
     n, k = dist.shape
     labels = np.full(n, -1, dtype=np.int64)
     counts = np.zeros(k, dtype=np.int64)
-    order = np.argsort(dist, axis=1, kind="stable")  # clusters by preference, per item
 
     def fill(capacity: np.ndarray) -> None:
-        pointer = np.zeros(n, dtype=np.int64)
         while True:
             free = np.flatnonzero(labels < 0)
             room = capacity - counts
-            if free.size == 0 or room.sum() == 0:
+            open_clusters = np.flatnonzero(room > 0)
+            if free.size == 0 or open_clusters.size == 0:
                 return
-            # advance each free item's pointer to the first cluster with room
-            choice = order[free, pointer[free]]
-            blocked = room[choice] <= 0
-            while blocked.any():
-                pointer[free[blocked]] += 1
-                choice[blocked] = order[free[blocked], pointer[free[blocked]]]
-                blocked = room[choice] <= 0
+            # every free item proposes to its nearest cluster that still has room
+            choice = open_clusters[dist[np.ix_(free, open_clusters)].argmin(axis=1)]
             # each cluster accepts its closest proposers up to its room
             proposal_dist = dist[free, choice]
             by = np.lexsort((free, proposal_dist, choice))
@@ -136,9 +134,8 @@ def greedy_balanced_assignment(dist: np.ndarray, size_lo: int, size_hi: int) -> 
             starts = np.searchsorted(sorted_choice, sorted_choice, side="left")
             rank = np.arange(by.size) - starts
             accept = rank < room[sorted_choice]
-            accepted = free[by[accept]]
-            labels[accepted] = sorted_choice[accept]
-            np.add.at(counts, sorted_choice[accept], 1)
+            labels[free[by[accept]]] = sorted_choice[accept]
+            counts[:] += np.bincount(sorted_choice[accept], minlength=k)
 
     fill(np.full(k, size_lo, dtype=np.int64))
     if size_hi > size_lo:
@@ -148,7 +145,11 @@ def greedy_balanced_assignment(dist: np.ndarray, size_lo: int, size_hi: int) -> 
 
 
 class _CycleCanceller:
-    """Optimal balanced assignment by negative-cycle cancelling on the cluster graph."""
+    """Optimal balanced assignment by negative-cycle cancelling on the cluster graph.
+
+    Nodes 0..K-1 are clusters, node K is the slack node. ``into[q, p]`` is the cost of edge
+    p -> q (stored transposed so that Bellman-Ford's per-node minimum runs over a contiguous row).
+    """
 
     def __init__(self, dist: np.ndarray, labels: np.ndarray, size_lo: int, size_hi: int, tol: float):
         self.dist = dist
@@ -156,50 +157,56 @@ class _CycleCanceller:
         self.n, self.k = dist.shape
         self.size_lo, self.size_hi = size_lo, size_hi
         self.counts = np.bincount(self.labels, minlength=self.k)
-        self.members: list[np.ndarray] = [np.flatnonzero(self.labels == c) for c in range(self.k)]
         self.tol = tol
-        # edge[p, q] = min over items i in p of dist[i, q] - dist[i, p]; argmin kept in best_item
-        self.edge = np.full((self.k + 1, self.k + 1), np.inf)
-        self.best_item = np.full((self.k, self.k), -1, dtype=np.int64)
-        for c in range(self.k):
-            self._refresh_row(c)
+        order = np.argsort(self.labels, kind="stable")
+        starts = np.concatenate(([0], np.cumsum(self.counts)[:-1]))
+        self.members: list[np.ndarray] = np.split(order, starts[1:])
+        # edge p -> q = min over items i in p of dist[i, q] - dist[i, p]: the cheapest move p -> q.
+        # All rows at once: gains sorted by cluster, min-reduced per cluster segment.
+        gain = dist[order]
+        gain -= gain[np.arange(self.n), self.labels[order]][:, None]
+        self.into = np.full((self.k + 1, self.k + 1), np.inf)
+        self.into[: self.k, : self.k] = np.minimum.reduceat(gain, starts, axis=0).T
+        np.fill_diagonal(self.into, np.inf)
         self._refresh_slack()
 
-    def _refresh_row(self, c: int) -> None:
+    def edge(self, p: int, q: int) -> float:
+        return float(self.into[q, p])
+
+    def _best_item(self, p: int, q: int) -> int:
+        """The member of p whose move to q is cheapest (the item behind edge p -> q)."""
+        items = self.members[p]
+        return int(items[(self.dist[items, q] - self.dist[items, p]).argmin()])
+
+    def _refresh_cluster(self, c: int) -> None:
         items = self.members[c]
-        if items.size == 0:
-            self.edge[c, : self.k] = np.inf
-            return
-        gain = self.dist[items] - self.dist[items, c][:, None]
-        arg = gain.argmin(axis=0)
-        self.edge[c, : self.k] = gain[arg, np.arange(self.k)]
-        self.edge[c, c] = np.inf
-        self.best_item[c] = items[arg]
+        self.into[: self.k, c] = (self.dist[items] - self.dist[items, c][:, None]).min(axis=0)
+        self.into[c, c] = np.inf
 
     def _refresh_slack(self) -> None:
         # slack -> p: p may lose an item (it holds size_hi); p -> slack: p may gain one (size_lo)
         s = self.k
-        self.edge[s, :] = np.inf
-        self.edge[:, s] = np.inf
+        self.into[s, :] = np.inf
+        self.into[:, s] = np.inf
         if self.size_hi > self.size_lo:
-            self.edge[s, : self.k][self.counts == self.size_hi] = 0.0
-            self.edge[: self.k, s][self.counts == self.size_lo] = 0.0
+            self.into[: self.k, s][self.counts == self.size_hi] = 0.0
+            self.into[s, : self.k][self.counts == self.size_lo] = 0.0
 
-    def _negative_cycles(self) -> list[list[int]]:
-        """Disjoint negative cycles of the cluster graph (Bellman-Ford from a virtual source)."""
+    def _bellman_ford(self, dist: np.ndarray, pred: np.ndarray) -> list[list[int]]:
+        """Relax all edges (vectorised) until a negative cycle shows up in the predecessor graph
+        (returned, disjoint) or nothing improves (returns []). ``dist``/``pred`` are updated in
+        place, so a search can resume from the labels of the previous one."""
         m = self.k + 1
-        dist = np.zeros(m)
-        pred = np.full(m, -1, dtype=np.int64)
-        edge_in = np.ascontiguousarray(self.edge.T)  # edge_in[q, p] = edge[p, q]: row-wise argmin
+        rows = np.arange(m)
         for _ in range(m + 1):
-            cand = edge_in + dist[None, :]
+            cand = self.into + dist[None, :]
             best_from = cand.argmin(axis=1)
-            best = cand[np.arange(m), best_from]
+            best = cand[rows, best_from]
             improved = best < dist - self.tol
             if not improved.any():
                 return []
-            dist = np.where(improved, best, dist)
-            pred = np.where(improved, best_from, pred)
+            dist[improved] = best[improved]
+            pred[improved] = best_from[improved]
             cycles = self._cycles_in(pred)
             if cycles:
                 return cycles
@@ -208,13 +215,14 @@ class _CycleCanceller:
     def _cycles_in(self, pred: np.ndarray) -> list[list[int]]:
         """Cycles of the predecessor graph, each as the node list in edge order, negative only."""
         m = pred.size
-        # after m pointer steps every walk that does not end at the source sits on a cycle
+        # after >= m pointer steps every walk that does not end at a root sits on a cycle
         hop = np.where(pred >= 0, pred, np.arange(m))  # roots point to themselves
         for _ in range(int(np.ceil(np.log2(m))) + 1):
             hop = hop[hop]
-        on_cycle = np.unique(hop[pred[hop] >= 0])
+        on_cycle = np.zeros(m, dtype=bool)
+        on_cycle[hop[pred[hop] >= 0]] = True
         cycles, seen = [], set()
-        for node in on_cycle.tolist():
+        for node in np.flatnonzero(on_cycle).tolist():
             if node in seen:
                 continue
             cycle_rev = [node]
@@ -224,39 +232,51 @@ class _CycleCanceller:
                 nxt = int(pred[nxt])
             seen.update(cycle_rev)
             cycle = cycle_rev[::-1]  # pred points backwards along edges
-            cost = sum(self.edge[cycle[i], cycle[(i + 1) % len(cycle)]] for i in range(len(cycle)))
+            cost = sum(self.edge(cycle[i], cycle[(i + 1) % len(cycle)]) for i in range(len(cycle)))
             if cost < -self.tol:
                 cycles.append(cycle)
         return cycles
 
-    def _cancel(self, cycle: list[int]) -> None:
-        touched = set()
+    def _cancel(self, cycles: list[list[int]]) -> None:
+        """Move one item along every edge of the (node-disjoint) cycles."""
         moves = []
-        for i, p in enumerate(cycle):
-            q = cycle[(i + 1) % len(cycle)]
-            if p == self.k or q == self.k:
-                continue  # slack edges change sizes only
-            moves.append((int(self.best_item[p, q]), p, q))
+        for cycle in cycles:
+            for i, p in enumerate(cycle):
+                q = cycle[(i + 1) % len(cycle)]
+                if p != self.k and q != self.k:  # slack edges change sizes only
+                    moves.append((self._best_item(p, q), p, q))
         for item, p, q in moves:
             self.labels[item] = q
             self.counts[p] -= 1
             self.counts[q] += 1
-            touched.update((p, q))
-        for item, p, q in moves:
             self.members[p] = self.members[p][self.members[p] != item]
+        for item, p, q in moves:
             self.members[q] = np.append(self.members[q], item)
-        for c in touched:
-            self._refresh_row(c)
+        for c in {c for _, p, q in moves for c in (p, q)}:
+            self._refresh_cluster(c)
         self._refresh_slack()
 
-    def run(self, max_rounds: int = 100_000) -> np.ndarray:
-        for _ in range(max_rounds):
-            cycles = self._negative_cycles()
-            if not cycles:
-                break
-            for cycle in cycles:
-                self._cancel(cycle)
-        return self.labels
+    def run(self) -> np.ndarray:
+        """Cancel negative cycles until a search from scratch finds none (then optimal).
+
+        Between cancellations the search resumes from its previous labels (cheap but possibly
+        stale); only a search from scratch (all labels 0 = a virtual source) may end the loop."""
+        m = self.k + 1
+        dist, pred = np.zeros(m), np.full(m, -1, dtype=np.int64)
+        from_scratch = True
+        while True:
+            cycles = self._bellman_ford(dist, pred)
+            if cycles:
+                self._cancel(cycles)
+                for cycle in cycles:
+                    dist[cycle] = 0.0  # the virtual source's label: always a valid upper bound
+                    pred[cycle] = -1
+                from_scratch = False
+            elif from_scratch:
+                return self.labels
+            else:
+                dist[:], pred[:] = 0.0, -1
+                from_scratch = True
 
 
 def optimal_balanced_assignment(
@@ -277,17 +297,19 @@ def optimal_balanced_assignment(
     return _CycleCanceller(dist, init_labels, size_lo, size_hi, tol * scale).run()
 
 
-def _cost(x: np.ndarray, centroids: np.ndarray, labels: np.ndarray) -> float:
-    return float(((x - centroids[labels]) ** 2).sum())
+def _cost_at_means(total_sq_norm: float, centroids: np.ndarray, counts: np.ndarray) -> float:
+    """Sum of squared distances to the cluster means: sum |x|^2 - sum_k n_k |mean_k|^2."""
+    return max(total_sq_norm - float((counts * np.einsum("ij,ij->i", centroids, centroids)).sum()), 0.0)
 
 
 def balanced_kmeans(
-    x: np.ndarray, k: int, *, max_iter: int = 100, tol: float = 1e-7, seed: int = 0
+    x: np.ndarray, k: int, *, max_iter: int = 100, tol: float = 1e-7, seed: int = 0, init_trials: int | None = None
 ) -> LevelResult:
     """Lloyd's k-means where every cluster holds exactly floor(n/k) or ceil(n/k) items.
 
     Stops after ``max_iter`` iterations or when the relative cost decrease is <= ``tol``
-    (or the assignment no longer changes).
+    (or the assignment no longer changes). ``init_trials``: k-means++ candidates per seeding step
+    (None: 2 + ln k, the greedy k-means++ of scikit-learn; 1: plain k-means++, faster).
     """
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 2:
@@ -298,18 +320,20 @@ def balanced_kmeans(
     n = x.shape[0]
     size_lo, size_hi = balanced_sizes(n, k)
     rng = np.random.default_rng(seed)
-    centroids = kmeans_plus_plus(x, k, rng)
+    centroids = kmeans_plus_plus(x, k, rng, local_trials=init_trials)
+    x32 = np.ascontiguousarray(x, dtype=np.float32)  # distances in float32 (faiss), means in float64
+    total_sq_norm = float(np.einsum("ij,ij->", x, x))
     labels = None
     history: list[float] = []
     converged = False
     iterations = 0
     for iterations in range(1, max_iter + 1):
-        dist = pairwise_sq_distances(x, centroids)
+        dist = pairwise_sq_distances(x32, centroids)
         new_labels = optimal_balanced_assignment(dist, size_lo, size_hi, init_labels=labels)
         changed = labels is None or not np.array_equal(new_labels, labels)
         labels = new_labels
         centroids = cluster_means(x, labels, k)  # every cluster holds >= size_lo >= 1 items
-        cost = _cost(x, centroids, labels)
+        cost = _cost_at_means(total_sq_norm, centroids, np.bincount(labels, minlength=k))
         history.append(cost)
         if not changed or (len(history) > 1 and history[-2] - cost <= tol * max(history[-2], 1e-30)):
             converged = True
@@ -326,7 +350,7 @@ def balanced_kmeans(
 
 def balanced_rq_kmeans(
     x: np.ndarray, num_levels: int, codebook_size: int, *, max_iter: int = 100, tol: float = 1e-7, seed: int = 0,
-    progress: bool = False,
+    init_trials: int | None = None, progress: bool = False,
 ) -> RQResult:
     """Residual quantisation with one strictly balanced k-means per level."""
     x = np.asarray(x, dtype=np.float64)
@@ -344,7 +368,9 @@ def balanced_rq_kmeans(
 
         level_iter = tqdm(level_iter, desc="balanced RQ-KMeans levels", unit="level")
     for level in level_iter:
-        result = balanced_kmeans(residual, codebook_size, max_iter=max_iter, tol=tol, seed=seed + level)
+        result = balanced_kmeans(
+            residual, codebook_size, max_iter=max_iter, tol=tol, seed=seed + level, init_trials=init_trials
+        )
         codes[:, level] = result.labels
         codebooks[level] = result.centroids
         residual = residual - result.centroids.astype(np.float64)[result.labels]

@@ -81,6 +81,7 @@ def build_semantic_ids(
         max_iter=int(params.get("max_iter", 100)),
         tol=float(params.get("tol", 1e-7)),
         seed=int(seed),
+        init_trials=params.get("init_trials"),
         progress=True,
     )
     suffix, stats = dedupe_suffixes(result.codes)
