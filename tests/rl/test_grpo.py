@@ -71,3 +71,30 @@ def test_completion_logprobs_match_unpadded_forward():
             assert out.logp[row, : len(c)].tolist() == pytest.approx(expected, abs=1e-5)
     assert float(out.logp[0, 2]) == 0.0
     assert (out.entropy[out.mask] > 0).all()
+
+
+def test_shared_prompt_logprobs_and_gradients_equal_separate_forwards():
+    """Groups share their prompt's cache; log-probs and gradients equal one full forward per row."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(1)
+    cfg = Qwen2Config(vocab_size=40, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    model = Qwen2ForCausalLM(cfg)
+    prompts = [[3, 4, 5], [3, 4, 5], [6, 7, 8, 9, 10], [3, 4, 5]]
+    completions = [[11, 12, 13], [11, 14], [15], [16, 12, 13]]
+    weights = torch.tensor([[1.0, -2.0, 0.5], [0.3, 1.0, 0.0], [2.0, 0.0, 0.0], [-1.0, 0.7, 0.2]])
+    out = completion_logprobs(model, prompts, completions)
+    (out.logp * weights).sum().backward()
+    shared_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    total = 0.0
+    for row, (p, c) in enumerate(zip(prompts, completions)):
+        logits = model(input_ids=torch.tensor([p + c])).logits[0].log_softmax(-1)
+        expected = torch.stack([logits[len(p) - 1 + j, tok] for j, tok in enumerate(c)])
+        torch.testing.assert_close(out.logp[row, : len(c)].detach(), expected.detach(), atol=1e-5, rtol=1e-5)
+        total = total + (expected * weights[row, : len(c)]).sum()
+    total.backward()
+    for name, param in model.named_parameters():
+        torch.testing.assert_close(shared_grads[name], param.grad, atol=1e-5, rtol=1e-4)
+    assert out.mask.sum().item() == 9
