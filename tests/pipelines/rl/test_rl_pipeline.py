@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import torch
 import pytest
 from kedro.config import OmegaConfigLoader
 from kedro.io import DataCatalog, MemoryDataset
@@ -96,3 +97,25 @@ def test_project_conf_parses_into_valid_settings():
     settings = check_rl_params(params["rl"], params["seed"], num_items=10_000)
     assert settings.group_size == 16 and settings.reward == "full" and settings.sampling == "beam+prefix"
     assert settings.sid_reward_decay == 0.5 and settings.beta == 0.1 and settings.clip_eps == 0.2
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process(tmp_path):
+    """torchrun with 2 CPU processes (gloo): shards of the batch, all-reduced gradients, same model."""
+    from safetensors.torch import load_file
+
+    from singer_rec.training.launch import run_training
+
+    sft_path, data_path = tiny_world.write(tmp_path / "inputs")
+    outputs = {}
+    for processes in (1, 2):
+        config = {"model_path": str(sft_path), "dataset_path": str(data_path), "device": "cpu",
+                  "output_path": str(tmp_path / f"out{processes}"), "result_path": str(tmp_path / f"result{processes}.json"),
+                  "rl": {**TINY_SETTINGS, "max_steps": 2, "alignment": "sft", "checkpoint_every": 0}}
+        result = run_training("singer_rec.training.rl", config, processes)
+        outputs[processes] = (result, load_file(str(tmp_path / f"out{processes}" / "model.safetensors")))
+    (one, w1), (two, w2) = outputs[1], outputs[2]
+    assert [h["hit_rate"] for h in one["history"]] == [h["hit_rate"] for h in two["history"]]
+    assert [h["mean_reward"] for h in one["history"]] == pytest.approx([h["mean_reward"] for h in two["history"]])
+    for name in w1:
+        torch.testing.assert_close(w1[name], w2[name], atol=2e-5, rtol=1e-4)
