@@ -196,7 +196,14 @@ def cached_smollm2(cache_dir: str | os.PathLike) -> Path:
     gguf = smollm2_gguf_path()
     logger.info("Dequantizing %s into %s (once)", gguf, target)
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    # a plain float32 model (the GGUF-loaded one carries a quantizer that refuses to save)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config)
+    model.load_state_dict(loaded.state_dict())
+    del loaded
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".smollm2-135m.tmp-", dir=target.parent))
     try:

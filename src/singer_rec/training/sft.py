@@ -273,7 +273,7 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
                                      "world_size": dist.world_size, "autocast": str(amp_dtype),
                                      "resumed_from_step": resumed_from}})
     progress = tqdm(total=total_steps, initial=step, desc="sft", disable=not dist.is_main, file=sys.stdout,
-                    mininterval=5)
+                    mininterval=5 if sys.stdout.isatty() else 30)  # a piped log gets a line per update
     while step < total_steps and not state["stopped_early"]:
         epoch, position = divmod(step, steps_per_epoch)
         order = np.random.default_rng(cfg["seed"] + epoch).permutation(len(train_examples))
