@@ -25,6 +25,15 @@ def test_texts_join_nonempty_fields_in_order():
         "Glue | Office",
     ]
     assert build_item_texts(_items(), ["title"], max_chars=4) == ["Red ", "Blue", "Glue"]
+    # pandas' missing markers are empty fields, not the text "<NA>"/"nan"
+    items = _items().astype({"description": "string"})
+    items.loc[1, "description"] = pd.NA
+    items["categories"] = [["Office", None], [float("nan")], []]
+    assert build_item_texts(items, ["title", "description", "categories"], separator="|") == [
+        "Red pen|fine tip|Office",
+        "Blue stapler",
+        "Glue",
+    ]
 
 
 def test_missing_field_and_empty_text_are_named():

