@@ -115,3 +115,11 @@ def test_config_rejects_unknown_choices():
         TrainConfig(loss="bpr")
     with pytest.raises(ValueError, match="unknown baseline model 'hstu'"):
         build_model("hstu", 5)
+
+
+def test_prefix_windows_left_pad_every_prefix():
+    from singer_rec.baselines.training import prefix_windows
+
+    windows = prefix_windows(torch.tensor([[0, 5, 6, 7], [1, 2, 3, 4]]))
+    assert windows[0].tolist() == [[0, 0, 0, 0], [0, 0, 0, 5], [0, 0, 5, 6], [0, 5, 6, 7]]
+    assert windows[1].tolist() == [[0, 0, 0, 1], [0, 0, 1, 2], [0, 1, 2, 3], [1, 2, 3, 4]]

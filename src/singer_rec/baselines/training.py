@@ -87,11 +87,23 @@ def evaluate_model(model: SequentialRecommender, data: EncodedSequences, batch_s
     return metrics_from_ranks(list(np.concatenate(ranks)), ks)
 
 
+def prefix_windows(sequences: torch.Tensor) -> torch.Tensor:
+    """``[B, T]`` -> ``[B, T, T]``: window t is ``sequences[:, :t+1]`` left-padded to length T."""
+    length = sequences.shape[1]
+    positions = torch.arange(length)
+    source = positions[:, None] - (length - 1 - positions[None, :])  # [window t, slot s]
+    return sequences[:, source.clamp(min=0)] * (source >= 0)
+
+
 def _batch_loss(model: SequentialRecommender, batch: torch.Tensor, config: TrainConfig,
                 generator: torch.Generator) -> torch.Tensor:
     inputs, labels = batch[:, :-1], batch[:, 1:]
-    if model.per_position and config.positions == "all":
-        states = model.states(inputs)
+    if config.positions == "all":
+        if model.per_position:
+            states = model.states(inputs)
+        else:  # a window model (Caser) sees each prefix as its own left-padded window
+            windows = prefix_windows(inputs)
+            states = model.states(windows.flatten(0, 1))[:, -1].view(*inputs.shape, -1)
         keep = (labels != 0) & (inputs != 0)  # a prediction needs at least one history item
     else:
         states = model.states(inputs)[:, -1:]
