@@ -64,11 +64,10 @@ def minilm_model_path() -> Path:
 
 
 def _sentence_transformer(path: str | os.PathLike, device: str | None):
-    from sentence_transformers import SentenceTransformer
-
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"embed: model folder {path} does not exist (model_path must be a local folder)")
+    from sentence_transformers import SentenceTransformer  # heavy import: only when a model is used
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach the network at run time
     return SentenceTransformer(str(path), device=device, local_files_only=True, trust_remote_code=False)
 
