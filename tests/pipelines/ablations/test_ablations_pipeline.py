@@ -1,5 +1,6 @@
 """The ablation runner with the real runner: variants trained and evaluated, one table out."""
 import importlib.util
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -11,6 +12,7 @@ from kedro_datasets.text import TextDataset
 
 from singer_rec import modeling
 from singer_rec.pipelines.ablations import create_pipeline
+from singer_rec.pipelines.ablations import nodes as ablation_nodes
 from singer_rec.pipelines.ablations.nodes import variant_settings
 from singer_rec.pipelines.evaluate.nodes import evaluate_test
 
@@ -34,8 +36,9 @@ DEFINITIONS = {"sft-only": "sft-only", "singer": {}, "grpo-acc": {"reward": "acc
 
 
 @pytest.mark.slow
-def test_ablations_write_one_table_with_every_variant(tmp_path):
-    sft_path, data_path = tiny_world.write(tmp_path / "inputs")
+def test_ablations_write_one_table_with_every_variant(tmp_path, monkeypatch):
+    # laid out like a versioned dataset: <root>/<version>/sft_model
+    sft_path, data_path = tiny_world.write(tmp_path / "models" / "2026-01-01T00.00.00.000Z")
     meta = modeling.read_meta(sft_path)
     frame = pd.read_parquet(data_path)
     items = pd.DataFrame({"item_id": list(meta["titles"]), "title": list(meta["titles"].values()),
@@ -53,10 +56,24 @@ def test_ablations_write_one_table_with_every_variant(tmp_path):
         "params:sft": MemoryDataset(TINY_SFT),
         "params:prompts": MemoryDataset({"templates": {"semantic": [tiny_world.TEMPLATE]}}),
         "params:evaluate": MemoryDataset(EVALUATE), "params:seed": MemoryDataset(1),
+        # the unseen-domain study, here with the same domain: the retargeted model must score as the source
+        "params:unseen_domain": MemoryDataset({"model_path": str(sft_path.parent.parent), "work_dir": str(tmp_path / "unseen")}),
         "ablation_table": CSVDataset(filepath=str(tmp_path / "out" / "ablations.csv"), save_args={"index": False}),
         "ablation_table_markdown": TextDataset(filepath=str(tmp_path / "out" / "ablations.md")),
     })
+    # the SFT stage is its owner's to test: here it stands in as a recorder that hands back a copy of
+    # the SFT model, so the test checks what the runner asks of it (semantic rows only) and uses
+    sft_calls = []
+
+    def sft_without_alignment(train, valid, items_, item_sids_, params, prompts, seed):
+        sft_calls.append((sorted(set(train["task"])), sorted(set(valid["task"])), params["work_dir"], seed))
+        copy = Path(params["work_dir"]) / "model"
+        shutil.copytree(sft_path, copy)
+        return str(copy), {}
+
+    monkeypatch.setattr(ablation_nodes, "train_sft_model", sft_without_alignment)
     SequentialRunner().run(create_pipeline(), catalog)
+    assert sft_calls == [(["semantic"], ["semantic"], str(tmp_path / "work" / "sft_no_alignment"), 1)]
     table = pd.read_csv(tmp_path / "out" / "ablations.csv")
     assert table["variant"].tolist() == ["sft-only", "grpo-acc", "align-none"]
     assert table[["alignment", "sampling", "reward"]].values.tolist() == [
@@ -66,6 +83,9 @@ def test_ablations_write_one_table_with_every_variant(tmp_path):
     _, direct = evaluate_test(sft_path, test_sequences, EVALUATE)
     for metric in ("HR@3", "NDCG@3", "HR@10", "NDCG@10"):
         assert table.loc[0, metric] == pytest.approx(direct[metric])
+    unseen = catalog["unseen_domain_metrics"].load()
+    assert unseen["trained_on"] == str(sft_path)  # found inside the (versioned-like) root
+    assert {m: unseen[m] for m in direct if m != "n"} == pytest.approx({m: direct[m] for m in direct if m != "n"})
     markdown = (tmp_path / "out" / "ablations.md").read_text()
     assert markdown.startswith("| variant | alignment | sampling | reward | HR@3 |")
     assert len(markdown.strip().splitlines()) == 2 + 3
@@ -78,3 +98,18 @@ def test_unknown_or_invalid_variant_fails_before_training():
         variant_settings(["big-k"], {"big-k": {"group_size": 99}}, {"settings": RL_SETTINGS}, 1, 64)
     resolved = variant_settings(["sft-only", "grpo-acc"], DEFINITIONS, {"settings": RL_SETTINGS}, 1, 64)
     assert resolved["sft-only"] is None and resolved["grpo-acc"] == {**RL_SETTINGS, "reward": "acc", "sampling": "beam"}
+
+
+def test_retarget_needs_the_same_codebook_shape(tmp_path):
+    from singer_rec.training.rl import retarget_model_folder
+
+    sft_path, _ = tiny_world.write(tmp_path / "inputs")
+    other = pd.DataFrame({"item_id": ["x1", "x2"], "sid": ["<a_0><b_1><c_2>", "<a_9><b_1><c_2>"]})
+    items = pd.DataFrame({"item_id": ["x1", "x2"], "title": ["One", "Two"]})
+    with pytest.raises(ValueError, match=r"lacks 1 SID token\(s\) of the new catalog \(e.g. \['<a_9>'\]\)"):
+        retarget_model_folder(sft_path, items, other, tmp_path / "moved")
+    assert not (tmp_path / "moved").exists()
+    folder = retarget_model_folder(sft_path, items, other.iloc[:1], tmp_path / "moved")
+    meta = modeling.read_meta(folder)
+    assert meta["sid_map"] == {"x1": "<a_0><b_1><c_2>"} and meta["titles"] == {"x1": "One", "x2": "Two"}
+    assert meta["unseen_domain"]["trained_items"] == 64

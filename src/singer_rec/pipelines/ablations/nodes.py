@@ -14,6 +14,7 @@ from singer_rec.pipelines.evaluate.nodes import _markdown as markdown
 from singer_rec.pipelines.evaluate.nodes import evaluate_test
 from singer_rec.pipelines.rl.nodes import check_rl_params, train_rl_model
 from singer_rec.pipelines.sft.nodes import train_sft_model
+from singer_rec.training.rl import retarget_model_folder
 
 logger = logging.getLogger(__name__)
 
@@ -105,3 +106,25 @@ def run_ablations(sft_model: Path, sft_dataset_train: pd.DataFrame, sft_dataset_
         logger.info("ablation %s: %s", name, {m: round(row[m], 4) for m in METRICS})
     table = pd.DataFrame(rows)
     return table, markdown(table) + "\n"
+
+
+def evaluate_unseen_domain(items: pd.DataFrame, item_sids: pd.DataFrame, test_sequences: pd.DataFrame,
+                           unseen_domain: dict[str, Any], evaluate_params: dict[str, Any]) -> dict[str, Any]:
+    """Test metrics of a model trained on another domain, on this run's domain with this domain's SIDs.
+
+    ``unseen_domain.model_path``: the trained model folder (e.g. the Industrial ``rl_model``
+    version). Left null, the study is not configured: nothing is evaluated and ``{}`` is returned.
+    """
+    source = unseen_domain.get("model_path")
+    if not source:
+        logger.warning("unseen_domain.model_path is not set: the unseen-domain evaluation is skipped")
+        return {}
+    source = Path(source)
+    if not (source / modeling.META_FILE).is_file():  # a versioned dataset root: take its latest version
+        versions = sorted(p for p in source.glob("*/*") if (p / modeling.META_FILE).is_file())
+        if not versions:
+            raise FileNotFoundError(f"unseen_domain.model_path {source} is neither a model folder nor a versioned one")
+        source = versions[-1]
+    folder = retarget_model_folder(source, items, item_sids, Path(unseen_domain["work_dir"]) / "model")
+    _, metrics = evaluate_test(folder, test_sequences, {**evaluate_params, **(unseen_domain.get("evaluate") or {})})
+    return {**metrics, "trained_on": str(source)}

@@ -4,7 +4,8 @@ from singer_rec.pipelines.ablations import nodes
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """Not in the default run: ``kedro run --pipeline=ablations``."""
+    """Studies, not in the default run: ``kedro run --pipeline=ablations --tags=ablations`` (Fig. 4
+    variants) and ``--tags=unseen_domain`` (a model trained on another domain, evaluated here)."""
     return Pipeline(
         [
             Node(
@@ -15,6 +16,13 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ["ablation_table", "ablation_table_markdown"],
                 name="run_ablations",
                 tags=["ablations", "eval"],
-            )
+            ),
+            Node(
+                nodes.evaluate_unseen_domain,
+                ["items", "item_sids", "test_sequences", "params:unseen_domain", "params:evaluate"],
+                "unseen_domain_metrics",
+                name="evaluate_unseen_domain",
+                tags=["unseen_domain", "eval"],
+            ),
         ]
     )
