@@ -197,12 +197,39 @@ def _prepare(prompt_ids, trie: PrefixTrie, forced_prefixes) -> tuple[list[list[i
     return inputs, starts
 
 
+MIN_SHARED_PREFIX = 4  # below this, a separate batch-1 forward for the shared tokens is not worth it
+
+
+def _shared_prefix_length(inputs: list[list[int]]) -> int:
+    """Tokens every prompt of the batch starts with, leaving at least one own token per prompt."""
+    limit = min(len(r) for r in inputs) - 1
+    first = inputs[0]
+    length = 0
+    while length < limit and all(r[length] == first[length] for r in inputs):
+        length += 1
+    return length
+
+
 def _prefill(model, inputs: list[list[int]], pad_token_id: int, device: torch.device):
-    """One forward over the left-padded prompts; returns (logits of the last position, cache, mask, last position)."""
-    ids, mask = _left_pad(inputs, pad_token_id)
-    ids, mask = ids.to(device), mask.to(device)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    """One forward over the left-padded prompts; returns (logits of the last position, cache, mask, last position).
+
+    Tokens that every prompt of the batch starts with (the prompt template's head) are run once
+    for the whole batch; each prompt's own tokens follow them, left-padded, so the cache of a row
+    reads ``[shared | padding | own tokens]`` and the mask hides the padding.
+    """
     cache = DynamicCache(config=model.config)
+    shared = _shared_prefix_length(inputs) if len(inputs) > 1 else 0
+    if shared < MIN_SHARED_PREFIX:
+        shared = 0
+    if shared:
+        head = torch.tensor([inputs[0][:shared]], device=device)
+        model(input_ids=head, position_ids=torch.arange(shared, device=device)[None], cache=cache, use_cache=True,
+              logits_to_keep=1)
+        cache.batch_repeat_interleave(len(inputs))
+    ids, own_mask = _left_pad([r[shared:] for r in inputs], pad_token_id)
+    ids, own_mask = ids.to(device), own_mask.to(device)
+    positions = shared + (own_mask.cumsum(-1) - 1).clamp(min=0)
+    mask = torch.cat([torch.ones((len(inputs), shared), dtype=own_mask.dtype, device=device), own_mask], dim=1)
     out = model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
                 logits_to_keep=1)
     return out.logits[:, -1].float(), cache, mask, positions[:, -1]

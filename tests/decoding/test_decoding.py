@@ -242,3 +242,19 @@ def test_sampling_forced_prefix_stays_under_it(model):
     drawn = sample(model, prompts(1, seed=20), trie, num_samples=10, forced_prefixes=forced,
                    generator=torch.Generator().manual_seed(2))
     assert all(catalog[j][:2] == forced[0] for j in drawn.items[0])
+
+
+def test_prompts_sharing_a_template_head(model):
+    """The shared first tokens run once for the batch; results equal exhaustive scoring and one-by-one runs."""
+    catalog = sid_catalog(15, seed=21)
+    trie = PrefixTrie.build(catalog, VOCAB)
+    head = [5, 6, 7, 8, 9, 5, 6]
+    batch = [head + tail for tail in prompts(5, seed=22)] + [head + [3]]
+    together = beam_search(model, batch, trie, num_beams=15, batch_size=6, pad_token_id=PAD)
+    assert_exhaustive_ranking(model, together, batch, catalog)
+    drawn = sample(model, batch, trie, num_samples=4, top_k=1, generator=torch.Generator().manual_seed(0))
+    greedy = beam_search(model, batch, trie, num_beams=1, batch_size=6, pad_token_id=PAD)
+    for i, prompt in enumerate(batch):
+        alone = beam_search(model, [prompt], trie, num_beams=15, pad_token_id=PAD)
+        assert together.items[i] == alone.items[0]
+        assert drawn.items[i] == greedy.items[i] * 4
