@@ -125,3 +125,14 @@ def test_lora_keeps_sid_rows_trainable_and_merges_on_save(tiny, tmp_path):
     path = modeling.save_model_folder(wrapped, tok, {"preset": "scratch", "sid_map": SIDS}, tmp_path / "lora")
     loaded, _, _ = modeling.load_model_folder(path)
     assert not any("lora" in n for n, _ in loaded.named_parameters())
+
+
+def test_hf_preset_loads_a_local_folder_offline(tiny, tmp_path):
+    model, tokenizer, vocab = tiny
+    model.save_pretrained(tmp_path / "base")
+    tokenizer.save_pretrained(tmp_path / "base")
+    loaded, tok = modeling.build_model({"preset": "hf", "hf": {"path": str(tmp_path / "base")}}, [], vocab + ["<d_2>"])
+    assert len(tok) == len(tokenizer) + 1 and loaded.get_input_embeddings().weight.shape[0] == len(tok)
+    assert modeling.sid_token_ids(tok, ["<d_2>"]) == [len(tokenizer)]
+    # the original rows are kept, the new one starts elsewhere
+    assert torch.equal(loaded.get_input_embeddings().weight[: len(tokenizer)], model.get_input_embeddings().weight)

@@ -243,6 +243,31 @@ def check_model_config(model_cfg: Mapping[str, Any]) -> None:
                 )
 
 
+def _pretrained_source(model_cfg: Mapping[str, Any]) -> tuple[str, bool, bool]:
+    """(path or hub id, local_files_only, trust_remote_code) of a pretrained preset."""
+    if model_cfg["preset"] == "smollm2-135m":
+        return str(cached_smollm2((model_cfg.get("smollm2") or {}).get("cache_dir", "data/06_models/base"))), True, False
+    hf = model_cfg.get("hf") or {}
+    return str(hf["path"]), not hf.get("allow_download", False), bool(hf.get("trust_remote_code", False))
+
+
+def base_tokenizer(model_cfg: Mapping[str, Any], corpus: Iterable[str] = ()):
+    """The preset's tokenizer without SID tokens: trained on ``corpus`` (scratch) or loaded."""
+    from transformers import AutoTokenizer
+
+    check_model_config(model_cfg)
+    if model_cfg["preset"] == "scratch":
+        cfg = {**SCRATCH_DEFAULTS, **(model_cfg.get("scratch") or {})}
+        return train_scratch_tokenizer(corpus, cfg["tokenizer_vocab_size"])
+    source, local_only, trust = _pretrained_source(model_cfg)
+    tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only, trust_remote_code=trust)
+    if tokenizer.eos_token is None:
+        raise ModelConfigError(f"base model {source!r}: tokenizer has no EOS token")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
 def build_model(model_cfg: Mapping[str, Any], corpus: Iterable[str], sid_tokens: list[str], seed: int = 0,
                 tokenizer=None):
     """The base model and tokenizer of a preset, with SID tokens added. Returns ``(model, tokenizer)``.
@@ -251,16 +276,15 @@ def build_model(model_cfg: Mapping[str, Any], corpus: Iterable[str], sid_tokens:
     ``tokenizer``: reuse one built before (a resumed or distributed run shares one tokenizer).
     """
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+    from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
     check_model_config(model_cfg)
-    preset = model_cfg["preset"]
+    if tokenizer is None:
+        tokenizer = base_tokenizer(model_cfg, corpus)
+    add_sid_tokens(tokenizer, sid_tokens)
     torch.manual_seed(seed)
-    if preset == "scratch":
+    if model_cfg["preset"] == "scratch":
         cfg = {**SCRATCH_DEFAULTS, **(model_cfg.get("scratch") or {})}
-        if tokenizer is None:
-            tokenizer = train_scratch_tokenizer(corpus, cfg["tokenizer_vocab_size"])
-        add_sid_tokens(tokenizer, sid_tokens)
         config = Qwen2Config(
             vocab_size=len(tokenizer),
             hidden_size=cfg["hidden_size"],
@@ -276,22 +300,9 @@ def build_model(model_cfg: Mapping[str, Any], corpus: Iterable[str], sid_tokens:
         )
         model = Qwen2ForCausalLM(config)
     else:
-        if preset == "smollm2-135m":
-            source = str(cached_smollm2((model_cfg.get("smollm2") or {}).get("cache_dir", "data/06_models/base")))
-            local_only, trust = True, False
-        else:
-            hf = model_cfg.get("hf") or {}
-            source = str(hf["path"])
-            local_only = not hf.get("allow_download", False)
-            trust = bool(hf.get("trust_remote_code", False))
-        if tokenizer is None:
-            tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only, trust_remote_code=trust)
-        model = AutoModelForCausalLM.from_pretrained(source, local_files_only=local_only, trust_remote_code=trust, dtype=torch.float32)
-        if tokenizer.eos_token is None:
-            raise ModelConfigError(f"base model {source!r}: tokenizer has no EOS token")
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        add_sid_tokens(tokenizer, sid_tokens)
+        source, local_only, trust = _pretrained_source(model_cfg)
+        model = AutoModelForCausalLM.from_pretrained(source, local_files_only=local_only, trust_remote_code=trust,
+                                                     dtype=torch.float32)
     resize_for_tokenizer(model, tokenizer)
     return model, tokenizer
 

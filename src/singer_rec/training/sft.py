@@ -163,13 +163,7 @@ def _shared_tokenizer(cfg, dist: common.Dist, items: pd.DataFrame):
     folder = Path(cfg["checkpoint_dir"]) / "tokenizer"
     if dist.is_main and not (folder / "tokenizer_config.json").is_file():
         sid_vocab = modeling.sid_vocabulary_for(pd.read_parquet(cfg["item_sids_path"])["sid"])
-        model_cfg = cfg["model"]
-        if model_cfg["preset"] == "scratch":
-            scratch = {**modeling.SCRATCH_DEFAULTS, **(model_cfg.get("scratch") or {})}
-            tokenizer = modeling.train_scratch_tokenizer(tokenizer_corpus(items, cfg["templates"]),
-                                                         scratch["tokenizer_vocab_size"])
-        else:
-            _, tokenizer = modeling.build_model(model_cfg, [], [], seed=cfg["seed"])
+        tokenizer = modeling.base_tokenizer(cfg["model"], tokenizer_corpus(items, cfg["templates"]))
         modeling.add_sid_tokens(tokenizer, sid_vocab)
         tmp = folder.with_name(".tokenizer.tmp")
         tokenizer.save_pretrained(tmp)
@@ -270,8 +264,9 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
     if dist.is_main:
         tracking.log_params({"sft": {"train_samples": len(train_examples), "valid_samples": len(valid_examples),
                                      "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
-                                     "world_size": dist.world_size, "autocast": str(amp_dtype),
-                                     "resumed_from_step": resumed_from}})
+                                     "world_size": dist.world_size, "autocast": str(amp_dtype)}})
+        if resumed_from is not None:  # a metric: a parameter could not change between attempts
+            tracking.log_metrics({"resumed_from_step": resumed_from}, step=resumed_from)
     progress = tqdm(total=total_steps, initial=step, desc="sft", disable=not dist.is_main, file=sys.stdout,
                     mininterval=5 if sys.stdout.isatty() else 30)  # a piped log gets a line per update
     while step < total_steps and not state["stopped_early"]:
