@@ -77,10 +77,10 @@ def train_rl_model(sft_model: Path, rl_dataset: pd.DataFrame, items: pd.DataFram
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     shutil.rmtree(run_dir / "inputs", ignore_errors=True)
     return config["output_path"], summary_report(result), {
-        "history": result["history"], "probe": result["probe"], "settings": config["rl"],
+        "history": result["history"], "probe": result["probe"], "reward_variant": config["rl"]["reward"],
     }
 
 
 def plot_reward_distribution(rl_history: dict[str, Any]):
     """Histogram of the rollout rewards of the probe prompts before and after RL (paper Fig. 1b)."""
-    return reward_distribution_figure(rl_history["probe"], rl_history.get("settings", {}).get("reward", ""))
+    return reward_distribution_figure(rl_history["probe"], rl_history.get("reward_variant", ""))
