@@ -392,7 +392,8 @@ def train_grpo(
     optimizer, scheduler = common.optimizer_and_schedule(
         policy, settings.learning_rate, settings.weight_decay, total_updates, int(total_updates * settings.warmup_ratio)
     )
-    probe = list(examples[: settings.probe_prompts])
+    # a fixed, seeded sample of the prompts (every task), rolled out unguided before and after RL
+    probe = [examples[i] for i in sorted(epoch_order(len(examples), -1, settings.seed)[: settings.probe_prompts])]
 
     def probe_rewards() -> tuple[list[float], float]:
         with torch.no_grad():
