@@ -462,6 +462,13 @@ def train_grpo(
 def build_dictionaries(tokenizer, meta: Mapping[str, Any], vocab_size: int, need_titles: bool) -> tuple[Dictionary, Dictionary | None, list[str]]:
     """The SID dictionary (item order = sorted item ids) and, when needed, the title dictionary."""
     item_ids = sorted(meta["sid_map"])
+    owners: dict[str, str] = {}
+    for item in item_ids:  # the decoder needs one item per SID: say which items collide
+        sid = meta["sid_map"][item]
+        if sid in owners:
+            raise ValueError(f"model sid_map: items {owners[sid]!r} and {item!r} share the SID {sid} "
+                             "(SIDs must be one-to-one; the sid stage adds a suffix level to collisions)")
+        owners[sid] = item
     sid_dict = Dictionary.build([sid_ids(tokenizer, meta["sid_map"][i]) for i in item_ids], vocab_size)
     title_dict = None
     if need_titles:
