@@ -423,6 +423,7 @@ def train_grpo(
         generator = torch.Generator().manual_seed(settings.seed * 7919 + step * world + rank)
         with torch.no_grad():
             groups = rollout(policy, batch, sid_dict, title_dict, settings, step, total_steps, pad_id, generator)
+        rollout_seconds = time.perf_counter() - started
         learning_rate = scheduler.get_last_lr()[0]
         update_stats = policy_update(policy, reference, groups, settings, optimizer, scheduler, pad_id, dist)
         local = rollout_stats(groups)
@@ -438,6 +439,7 @@ def train_grpo(
             "loss": update_stats["loss"],
             "learning_rate": learning_rate,
             "seconds_per_step": time.perf_counter() - started,
+            "rollout_seconds": rollout_seconds,
         }
         history.append({"step": step, **record})
         if rank == 0:
