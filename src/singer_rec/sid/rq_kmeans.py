@@ -50,6 +50,9 @@ class RQResult:
     quantization_error: list[float]  # mean squared residual norm after each level
 
 
+SEEDING_CACHE_BYTES = 256 * 2**20  # distance rows k-means++ may keep for reuse
+
+
 def balanced_sizes(n: int, k: int) -> tuple[int, int]:
     """(floor(n/k), ceil(n/k)): the only sizes a strictly balanced cluster may have."""
     if k < 1:
@@ -64,7 +67,8 @@ def pairwise_sq_distances(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     import faiss
 
     d = faiss.pairwise_distances(np.ascontiguousarray(x, dtype=np.float32), np.ascontiguousarray(centroids, dtype=np.float32))
-    return np.maximum(d.astype(np.float64), 0.0)
+    d = d.astype(np.float64)
+    return np.maximum(d, 0.0, out=d)  # float32 round-off can give tiny negatives
 
 
 def kmeans_plus_plus(x: np.ndarray, k: int, rng: np.random.Generator, local_trials: int | None = None) -> np.ndarray:
@@ -77,9 +81,21 @@ def kmeans_plus_plus(x: np.ndarray, k: int, rng: np.random.Generator, local_tria
         raise ValueError(f"k-means++ needs at least 1 candidate per step, got {local_trials}")
     x32 = np.ascontiguousarray(x, dtype=np.float32)
     sq_norms = np.einsum("ij,ij->i", x32, x32)
+    # A point that was a candidate but not chosen is often drawn again: keep its distance row
+    # (float32, at most SEEDING_CACHE_BYTES in all) instead of recomputing it.
+    cached: dict[int, np.ndarray] = {}
+    cache_rows = SEEDING_CACHE_BYTES // (4 * n)
 
     def sq_dist_to(rows: np.ndarray) -> np.ndarray:  # [len(rows), n]; norms computed once
-        return np.maximum(sq_norms[rows, None] - 2.0 * (x32[rows] @ x32.T) + sq_norms[None, :], 0.0).astype(np.float64)
+        missing = sorted({int(r) for r in rows if int(r) not in cached})
+        if missing:
+            block = np.maximum(sq_norms[missing, None] - 2.0 * (x32[missing] @ x32.T) + sq_norms[None, :], 0.0)
+            fresh = dict(zip(missing, block))
+            if len(cached) + len(fresh) <= cache_rows:
+                cached.update(fresh)
+        else:
+            fresh = {}
+        return np.stack([fresh[int(r)] if int(r) in fresh else cached[int(r)] for r in rows]).astype(np.float64)
 
     chosen = np.empty(k, dtype=np.int64)
     chosen[0] = rng.integers(n)
