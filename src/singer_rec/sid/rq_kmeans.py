@@ -5,6 +5,7 @@ Level l clusters the residuals of *all* items into K clusters whose sizes are ex
 
 Each level is Lloyd's algorithm with a capacity-constrained assignment step:
 
+* seeding: greedy k-means++ (``2 + ln K`` D^2-sampled candidates per step, as scikit-learn);
 * distances item x centroid come from faiss (``faiss.pairwise_distances``);
 * the assignment keeps the previous (feasible) assignment and improves it to the *exact* optimum
   of the transportation problem by cancelling negative cycles in a graph of K + 1 nodes
