@@ -113,3 +113,21 @@ def test_retarget_needs_the_same_codebook_shape(tmp_path):
     meta = modeling.read_meta(folder)
     assert meta["sid_map"] == {"x1": "<a_0><b_1><c_2>"} and meta["titles"] == {"x1": "One", "x2": "Two"}
     assert meta["unseen_domain"]["trained_items"] == 64
+
+
+def test_project_ablation_conf_resolves_and_is_mlflow_safe():
+    """Every variant of conf/base resolves to valid settings, and the hook can log the parameters
+    (MLflow keys allow only alphanumerics, _ - . space : /)."""
+    import re
+
+    from kedro.config import OmegaConfigLoader
+
+    from singer_rec.tracking import flatten
+
+    params = OmegaConfigLoader(str(PROJECT_ROOT / "conf"), base_env="base", default_run_env="base")["parameters"]
+    ablations = params["ablations"]
+    resolved = variant_settings(ablations["variants"], ablations["definitions"], params["rl"], params["seed"], 10_000)
+    assert set(resolved) == set(ablations["definitions"]) and resolved["sft-only"] is None
+    assert resolved["acc-rank"]["reward"] == "acc+rank" and resolved["align-rl"]["alignment"] == "rl"
+    for key in flatten(params["ablations"], "ablations") | flatten(params["rl"], "rl") | flatten(params["unseen_domain"], "unseen_domain"):
+        assert re.fullmatch(r"[\w\-. :/]+", key), key
