@@ -49,11 +49,12 @@ def test_prompts_pipeline_writes_the_three_datasets(tmp_path, params):
     valid = pd.read_parquet(tmp_path / "sft_dataset_valid.parquet")
     rl = pd.read_parquet(tmp_path / "rl_dataset.parquet")
     assert list(train.columns) == ["task", "prompt", "answer", "user_id", "target"]
-    # 3 sequence tasks x 2 users + 3 item tasks x 3 items
-    assert train.task.value_counts().to_dict() == {t: (2 if t in ("semantic", "title_history_to_sid", "sid_history_to_title") else 3) for t in TASKS}
-    assert sorted(valid.task) == ["semantic", "sid_history_to_title", "title_history_to_sid"]
-    assert valid.set_index("task").loc["semantic", "answer"] == "<a_1><b_2><c_3>"
-    assert len(rl) == len(train) and set(rl.task) == set(TASKS)
+    # the demo's SFT tasks: semantic (2 users) and the three item tasks (3 items each)
+    assert params["prompts"]["sft_tasks"] == ["semantic", "sid_to_title", "title_to_sid", "description_to_sid"]
+    assert train.task.value_counts().to_dict() == {"semantic": 2, "sid_to_title": 3, "title_to_sid": 3, "description_to_sid": 3}
+    assert valid.task.tolist() == ["semantic"] and valid.answer.tolist() == ["<a_1><b_2><c_3>"]
+    # RL keeps all six: 3 sequence tasks x 2 users + 3 item tasks x 3 items
+    assert rl.task.value_counts().to_dict() == {t: (2 if t in ("semantic", "title_history_to_sid", "sid_history_to_title") else 3) for t in TASKS}
     # every conf phrasing is one of the two of its task, and the paper's phrasing comes first
     templates = params["prompts"]["templates"]
     assert templates["sid_to_title"][0] == "What is the title of {sid}?"

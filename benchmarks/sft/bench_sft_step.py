@@ -1,0 +1,77 @@
+"""SFT training throughput: bf16 autocast vs float32, and length-sorted vs unsorted micro-batches.
+
+Runs every variant in one process, interleaved, on the same model and rows; reports the median
+samples/s (wall and per CPU-second) of ``--repeats`` optimizer steps each.
+
+    python benchmarks/sft/bench_sft_step.py --rows data/05_model_input/sft_dataset_train.parquet \
+        --items data/02_intermediate/items.parquet --item-sids <item_sids.parquet> --repeats 5
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+
+from singer_rec import modeling
+from singer_rec.training import common, sft
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", required=True)
+    parser.add_argument("--items", required=True)
+    parser.add_argument("--item-sids", required=True)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--micro", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--hidden", type=int, default=128)
+    parser.add_argument("--layers", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    rows = pd.read_parquet(args.rows)
+    items = pd.read_parquet(args.items)
+    vocab = modeling.sid_vocabulary_for(pd.read_parquet(args.item_sids)["sid"])
+    cfg = {"preset": "scratch", "scratch": {"hidden_size": args.hidden, "num_hidden_layers": args.layers,
+                                            "num_attention_heads": 4, "num_key_value_heads": 2,
+                                            "intermediate_size": 3 * args.hidden, "tokenizer_vocab_size": 2000}}
+    model, tok = modeling.build_model(cfg, sft.tokenizer_corpus(items, {}), vocab, seed=0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    examples = [sft.encode_example(tok, p, a, 256) for p, a in zip(rows["prompt"], rows["answer"])]
+    rng = np.random.default_rng(0)
+    batches = [[examples[i] for i in rng.choice(len(examples), args.batch, replace=False)] for _ in range(args.repeats)]
+    device = torch.device("cpu")
+    variants = {
+        "float32, unsorted": (None, False),
+        "float32, length-sorted": (None, True),
+        "bf16 autocast, unsorted": (torch.bfloat16, False),
+        "bf16 autocast, length-sorted": (torch.bfloat16, True),
+    }
+    wall: dict[str, list[float]] = {k: [] for k in variants}
+    cpu: dict[str, list[float]] = {k: [] for k in variants}
+    for batch in batches:  # interleaved: every variant sees the same load and the same rows
+        for name, (dtype, sort) in variants.items():
+            local = sorted(batch, key=lambda e: len(e[0])) if sort else list(batch)
+            t0, c0 = time.perf_counter(), time.process_time()
+            for start in range(0, len(local), args.micro):
+                b = sft.collate(local[start : start + args.micro], tok.pad_token_id)
+                with common.autocast(device, dtype):
+                    loss, n = sft.answer_token_loss(model, b)
+                (loss / n).backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            wall[name].append(len(local) / (time.perf_counter() - t0))
+            cpu[name].append(len(local) / (time.process_time() - c0))
+    print("| variant | samples/s (wall, median) | samples per CPU-second (median) |")
+    print("|---|---|---|")
+    for name in variants:
+        print(f"| {name} | {statistics.median(wall[name]):.1f} | {statistics.median(cpu[name]):.1f} |")
+
+
+if __name__ == "__main__":
+    main()
