@@ -129,10 +129,10 @@ def report_tables(test_sequences: pd.DataFrame, predictions: pd.DataFrame, sid_m
     return {"hit_ranks": hit_ranks, "hr_by_history": by_length, "sid_depth": depth}
 
 
-def _bar_figure(x, heights, title: str, xlabel: str, ylabel: str, labels=None) -> Figure:
+def _bar_figure(x, heights, title: str, xlabel: str, ylabel: str, labels=None, colors=None) -> Figure:
     figure = Figure(figsize=(6.4, 3.8), dpi=110)
     axes = figure.add_subplot()
-    bars = axes.bar([str(v) for v in x], heights, color="#4C72B0")
+    bars = axes.bar([str(v) for v in x], heights, color=colors or "#4C72B0")
     if labels is not None:
         axes.bar_label(bars, labels=labels, fontsize=8, padding=2)
     axes.set_title(title)
@@ -172,9 +172,13 @@ def build_report(model_folder: Path, test_sequences: pd.DataFrame, test_predicti
         "## Hit ranks", _markdown(hits),
         "Plots: `hit_rank.png`, `hr_by_history_length.png`, `sid_depth.png`.",
     ]) + "\n"
-    hit_fig = _bar_figure(hits["rank"], hits["rows"] / n, f"Rank of the target among {len(hits) - 1} beams (n={n})",
-                          "rank of the target (miss = not in the beams)", "share of test rows",
-                          labels=[str(v) for v in hits["rows"]])
+    found = hits[hits["rank"] != "miss"]
+    missed = int(hits.loc[hits["rank"] == "miss", "rows"].sum())
+    hit_fig = _bar_figure(found["rank"], found["rows"] / n,
+                          f"Rank of the target among {len(found)} beams (n={n}; not found: {missed / n:.1%})",
+                          "rank of the target (dark: within top 10)", "share of test rows",
+                          labels=[str(v) for v in found["rows"]],
+                          colors=["#4C72B0" if r <= 10 else "#A6BDDB" for r in found["rank"]])
     length_fig = _bar_figure(by_length["history_length"], by_length["hr_at_10"], "HR@10 by history length",
                              "items in the history", "HR@10", labels=[f"n={v}" for v in by_length["rows"]])
     depth_fig = _bar_figure(depth["matching_levels"], depth["share"],
