@@ -98,7 +98,8 @@ def run_ablations(sft_model: Path, sft_dataset_train: pd.DataFrame, sft_dataset_
             "n": int(metrics["n"]),
             "rl_steps": int(report.get("steps", 0)),
             "probe_hit_rate_after": float(report.get("probe_hit_rate_after", float("nan"))),
-            "train_seconds": round(train_seconds, 1),
+            # the training process's own wall time (also right for a reused finished run), else this node's
+            "train_seconds": round(float(report.get("wall_seconds", train_seconds)), 1),
             "eval_seconds": round(time.perf_counter() - started, 1),
         }
         rows.append(row)
