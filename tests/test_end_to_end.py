@@ -13,6 +13,8 @@ import pytest
 from conftest import PROJECT_ROOT, SHARED_DATA
 
 pytestmark = pytest.mark.slow
+DATA_LAYERS = ("01_raw", "02_intermediate", "03_primary", "04_feature", "05_model_input",
+               "06_models", "07_model_output", "08_reporting")
 
 
 def _project_copy(tmp_path: Path) -> Path:
@@ -24,8 +26,8 @@ def _project_copy(tmp_path: Path) -> Path:
     shutil.copy(PROJECT_ROOT / "pyproject.toml", root / "pyproject.toml")
     shutil.copy(PROJECT_ROOT / ".telemetry", root / ".telemetry")
     (root / "src").mkdir()  # kedro wants the folder; the package itself is installed (pip -e)
-    for layer in (PROJECT_ROOT / "data").iterdir():
-        (root / "data" / layer.name).mkdir(parents=True)
+    for layer in DATA_LAYERS:
+        (root / "data" / layer).mkdir(parents=True)
     # ../shared resolves the same from the copy as from the checkout
     if (PROJECT_ROOT.parent / "shared").exists():
         (tmp_path / "shared").symlink_to(PROJECT_ROOT.parent / "shared")
