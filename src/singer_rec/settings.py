@@ -15,4 +15,8 @@ CONFIG_LOADER_ARGS = {
     "default_run_env": "local",
     # `mlflow.yml` holds the tracking settings read by the hook.
     "config_patterns": {"mlflow": ["mlflow*", "mlflow*/**"]},
+    # Soft merge: an environment overrides single keys of a base block, and so does a dotted
+    # `--params=evaluate.num_beams=50` under `--env=...` (destructive merging dropped the rest of
+    # a base-only block there).
+    "merge_strategy": {"parameters": "soft"},
 }
