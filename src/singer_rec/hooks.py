@@ -52,7 +52,6 @@ class MlflowTrackingHook:
         self._uri: str | None = None
         self._experiment = "singer-rec"
         self._parent_run_id: str | None = None
-        self._params: dict[str, Any] = {}
         self._child_runs: dict[str, str] = {}
         self._project_path = Path.cwd()
         self._env = None
@@ -70,7 +69,6 @@ class MlflowTrackingHook:
         self._uri = _resolve_uri(uri, self._project_path)
         self._experiment = conf.get("experiment", "singer-rec")
         self._env = context.env
-        self._params = context.params
 
     def _client(self):
         from mlflow.tracking import MlflowClient

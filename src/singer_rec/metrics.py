@@ -4,7 +4,6 @@ The one implementation used by `evaluate`, the baselines and the report.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -51,6 +50,3 @@ def ranks_from_scores(scores: np.ndarray, target_index: np.ndarray) -> np.ndarra
     target_scores = scores[np.arange(len(scores)), target_index]
     return (scores >= target_scores[:, None]).sum(axis=1)
 
-
-def ndcg_gain(rank: int) -> float:
-    return 1.0 / math.log2(rank + 1)
