@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PROJECT_ROOT, SHARED_DATA
+from conftest import PROJECT_ROOT
 
 pytestmark = pytest.mark.slow
 DATA_LAYERS = ("01_raw", "02_intermediate", "03_primary", "04_feature", "05_model_input",
@@ -102,11 +102,9 @@ def test_demo_kedro_run_end_to_end(tmp_path):
 
 
 @pytest.mark.realdata
-def test_giftcards_ingest_to_sid(tmp_path):
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"real data not found at {SHARED_DATA}")
+def test_giftcards_ingest_to_sid(tmp_path, shared_data):
     root = _project_copy(tmp_path)
-    raw = SHARED_DATA / "raw"
+    raw = shared_data / "raw"
     _kedro(root, "run", "--env=giftcards", "--pipeline=ingest", f"--params=raw_root={raw}")
     for stage in ("split", "embed", "sid"):
         _kedro(root, "run", "--env=giftcards", f"--pipeline={stage}", f"--params=raw_root={raw}")
