@@ -45,6 +45,7 @@ SCRATCH_DEFAULTS = {
     "intermediate_size": 704,
     "max_position_embeddings": 512,
     "tokenizer_vocab_size": 4000,
+    "dropout": 0.0,             # attention dropout (the only dropout of the Qwen2 architecture)
 }
 
 
@@ -221,6 +222,9 @@ def check_model_config(model_cfg: Mapping[str, Any]) -> None:
     preset = model_cfg.get("preset")
     if preset not in PRESETS:
         raise ModelConfigError(f"unknown model preset {preset!r}; expected one of {list(PRESETS)}")
+    unknown = sorted(set(model_cfg.get("scratch") or {}) - set(SCRATCH_DEFAULTS))
+    if unknown:
+        raise ModelConfigError(f"unknown model.scratch key(s) {unknown}; known: {sorted(SCRATCH_DEFAULTS)}")
     if preset == "smollm2-135m":
         smollm2_gguf_path()
         if importlib.util.find_spec("gguf") is None:
@@ -293,6 +297,7 @@ def build_model(model_cfg: Mapping[str, Any], corpus: Iterable[str], sid_tokens:
             num_attention_heads=cfg["num_attention_heads"],
             num_key_value_heads=cfg["num_key_value_heads"],
             max_position_embeddings=cfg["max_position_embeddings"],
+            attention_dropout=float(cfg["dropout"]),
             tie_word_embeddings=True,
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id,

@@ -67,8 +67,40 @@ def test_tiny_run_loss_falls_and_saves_a_loadable_model(tmp_path):
     result = sft.train(tiny_config(tmp_path, epochs=4, patience=5))
     assert result["steps"] == 16 and result["total_steps"] == 16  # 64 rows / 16 per step x 4 epochs
     meta = modeling.read_meta(result["model_dir"])
-    losses = meta["train"]["valid_losses"]
-    assert len(losses) == 4 and losses[-1] < losses[0] - 0.5
+    curve = meta["train"]["result"]["valid_curve"]
+    assert [point["step"] for point in curve] == [4, 8, 12, 16]  # one evaluation per epoch
+    assert curve[-1]["valid_loss"] < curve[0]["valid_loss"] - 0.5
+    # the kept model is the one with the best valid NDCG@10 (the first of equals)
+    best = max(curve, key=lambda point: point["NDCG@10"])
+    assert meta["train"]["best_step"] == result["best_step"] == best["step"]
+    assert result["best_metric"] == pytest.approx(best["NDCG@10"])
+
+
+def test_valid_ranking_equals_exhaustive_scoring_of_every_item(tmp_path):
+    """The selection metric: beam search (beam >= items) ranks like scoring all 16 items one by one."""
+    from singer_rec.metrics import ranking_metrics
+    from singer_rec.sid_format import sid_tokens
+
+    result = sft.train(tiny_config(tmp_path, epochs=3, patience=5))
+    model, tok, meta = modeling.load_model_folder(result["model_dir"])
+    valid = pd.read_parquet(tiny_config(tmp_path / "again")["valid_path"])
+    ranking = sft.RankingValidation.build(tok, meta["sid_map"], valid, None, 20, 128, 0, len(tok))
+    assert ranking.num_beams == 16 and len(ranking.prompts) == len(valid) == 48
+    got = ranking.evaluate(model, common.Dist(), 8, None)
+
+    sids = sorted(set(meta["sid_map"].values()))
+    ranked = []
+    with torch.no_grad():
+        for prompt in ranking.prompts:
+            scores = []
+            for sid in sids:
+                answer = modeling.sid_token_ids(tok, sid_tokens(sid))
+                logits = model(input_ids=torch.tensor([prompt + answer])).logits[0].log_softmax(-1)
+                scores.append(sum(float(logits[len(prompt) - 1 + i, t]) for i, t in enumerate(answer)))
+            ranked.append(sorted(range(len(sids)), key=lambda i: -scores[i])[:10])
+    expected = ranking_metrics(ranked, ranking.targets)
+    for name in ("HR@3", "HR@5", "HR@10", "NDCG@10"):
+        assert got[name] == pytest.approx(expected[name], abs=1e-9), name
     model, tok, meta = modeling.load_model_folder(result["model_dir"])
     _, item_sids, _, _ = tiny_tables()
     modeling.validate_sid_map(meta["sid_map"], item_sids)
@@ -82,18 +114,40 @@ def _weights(model_dir):
     return load_file(str(Path(model_dir) / "model.safetensors"))
 
 
+def _kill_when_checkpointed(cfg, min_step: int) -> int:
+    """Start the entry point as a user's run would, SIGKILL it once a checkpoint >= ``min_step`` exists."""
+    import signal
+    import subprocess
+    import time
+
+    config_path = Path(cfg["checkpoint_dir"]).parent / "config.json"
+    config_path.parent.mkdir(parents=True, exist_ok=True)
+    config_path.write_text(json.dumps(cfg))
+    proc = subprocess.Popen([sys.executable, "-m", "singer_rec.training.sft", "--config", str(config_path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        steps = [int(p.name.split("-")[1]) for p in common.list_checkpoints(cfg["checkpoint_dir"])]
+        if steps and max(steps) >= min_step:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    return proc.wait()
+
+
 def test_killed_run_resumes_from_its_last_checkpoint_and_ends_like_an_uninterrupted_one(tmp_path):
-    straight = sft.train(tiny_config(tmp_path / "straight", epochs=2, checkpoint_every=3))
-    cfg = tiny_config(tmp_path / "killed", epochs=2, checkpoint_every=3, stop_after_steps=5)
-    with pytest.raises(TrainingProcessError, match=f"exit status {sft.KILLED_EXIT_CODE}"):
-        run_training("singer_rec.training.sft", cfg, 1)
-    assert [p.name for p in common.list_checkpoints(cfg["checkpoint_dir"])] == ["step-00000003", "step-00000004"]
+    # 20 epochs of 4 steps: the kill lands long before the end
+    straight = sft.train(tiny_config(tmp_path / "straight", epochs=20, patience=50, checkpoint_every=3))
+    cfg = tiny_config(tmp_path / "killed", epochs=20, patience=50, checkpoint_every=3)
+    assert _kill_when_checkpointed(cfg, min_step=3) == -9
     assert not Path(cfg["output_dir"]).exists()  # no model folder from a killed run
-    cfg["stop_after_steps"] = None
+    left = [int(p.name.split("-")[1]) for p in common.list_checkpoints(cfg["checkpoint_dir"])]
+    assert left and max(left) < 80
     resumed = run_training("singer_rec.training.sft", cfg, 1)
-    assert resumed["resumed_from_step"] == 4
-    assert resumed["steps"] == straight["steps"] == 8
-    assert resumed["best_valid_loss"] == pytest.approx(straight["best_valid_loss"], abs=1e-5)
+    assert resumed["resumed_from_step"] == max(left)
+    assert resumed["steps"] == straight["steps"] == 80
+    assert resumed["best_metric"] == pytest.approx(straight["best_metric"], abs=1e-6)
+    assert resumed["best_step"] == straight["best_step"]
     a, b = _weights(straight["model_dir"]), _weights(resumed["model_dir"])
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
 

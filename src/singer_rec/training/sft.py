@@ -2,16 +2,18 @@
 
 Trains a preset (``singer_rec.modeling``) on the task prompts with the loss on the answer tokens
 only, AdamW + cosine, effective batch ``batch_size`` samples per optimizer step (gradient
-accumulation over micro-batches and processes), early stopping on validation loss, checkpoints
-every ``checkpoint_every`` steps and at every epoch end, and exact resume from the last one.
-Writes the best model folder to ``output_dir`` and a result json to ``result_path``.
+accumulation over micro-batches and processes), checkpoints every ``checkpoint_every`` steps and
+at every evaluation, and exact resume from the last one. Writes the best model folder to
+``output_dir`` and a result json to ``result_path``.
 
-Config keys (all json): train_path, valid_path, items_path, item_sids_path (parquet), output_dir,
-checkpoint_dir, result_path, model {preset, scratch|smollm2|hf, lora}, templates, seed, lr,
-weight_decay, warmup_ratio, batch_size, micro_batch_size, epochs, patience, max_steps,
-max_train_samples, max_valid_samples, max_length, autocast, checkpoint_every, keep_checkpoints,
-log_every, device, num_threads, stop_after_steps (debug: exit abruptly after that many steps, as
-a kill would).
+Model selection: at every epoch end (and every ``eval_every`` steps) the model ranks a fixed,
+seeded sample of the valid rows by constrained beam search over the item dictionary and the
+best ``select_metric`` (NDCG@10 by default) is kept; ``patience`` evaluations without a better
+one stop training. The valid loss is logged beside it but does not select: on ranking data it
+starts rising while the ranking still improves. ``select_metric: loss`` restores loss selection.
+
+Config: the process keys (train_path, valid_path, items_path, item_sids_path, output_dir,
+checkpoint_dir, result_path, model, templates) plus the fields of :class:`SFTSettings`.
 """
 from __future__ import annotations
 
@@ -23,7 +25,8 @@ import re
 import shutil
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -32,35 +35,102 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from singer_rec import modeling, tracking
+from singer_rec import decoding, modeling, tracking
+from singer_rec.metrics import ranking_metrics
 from singer_rec.prompts import render_for_model
 from singer_rec.training import common
 
 logger = logging.getLogger(__name__)
 
-DEFAULTS: dict[str, Any] = {
-    "seed": 42,
-    "lr": 3e-4,
-    "weight_decay": 0.0,
-    "warmup_ratio": 0.03,
-    "batch_size": 128,
-    "micro_batch_size": 16,
-    "epochs": 10,
-    "patience": 1,
-    "max_steps": None,
-    "max_train_samples": None,
-    "max_valid_samples": None,
-    "max_length": 256,
-    "autocast": "auto",
-    "checkpoint_every": 100,
-    "keep_checkpoints": 2,
-    "log_every": 1,
-    "device": "auto",
-    "num_threads": None,
-    "stop_after_steps": None,
-    "templates": {},
-}
-KILLED_EXIT_CODE = 75  # what stop_after_steps exits with (a simulated kill)
+PROCESS_KEYS = ("train_path", "valid_path", "items_path", "item_sids_path", "output_dir", "checkpoint_dir",
+                "result_path", "model", "templates")
+SELECT_METRICS = ("loss", "HR@3", "HR@5", "HR@10", "NDCG@3", "NDCG@5", "NDCG@10")
+
+
+@dataclass
+class SFTSettings:
+    """The ``sft.train`` parameters (``parameters_sft.yml``); unknown keys are rejected."""
+
+    seed: int = 42
+    lr: float = 3e-4
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.03
+    batch_size: int = 128               # samples per optimizer step (over micro-batches and processes)
+    micro_batch_size: int = 16          # samples per forward pass
+    epochs: int = 10
+    patience: int = 1                   # evaluations without a better select_metric before stopping
+    max_steps: int | None = None        # cap on optimizer steps (null: epochs decide)
+    max_train_samples: int | None = None
+    max_valid_samples: int | None = None  # valid rows for the valid loss (seeded sample)
+    max_length: int = 256               # tokens; long prompts lose their start, never the answer
+    select_metric: str = "NDCG@10"      # loss | HR@K | NDCG@K (K in 3, 5, 10) on the valid ranking sample
+    valid_ranking_rows: int | None = 256  # valid rows ranked at each evaluation (seeded sample; null: all)
+    valid_num_beams: int = 20           # beam width of that ranking (>= 10)
+    eval_every: int | None = None       # also evaluate every N steps (null: at epoch ends only)
+    autocast: str = "auto"              # auto | bf16 | off
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 2
+    log_every: int = 1
+    device: str = "auto"                # auto | cpu | cuda
+    num_threads: int | None = None      # torch threads in the training process (null: torch default)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any] | None, where: str = "sft.train") -> SFTSettings:
+        """Settings from a mapping; names the unknown key, the wrong type or the out-of-range value."""
+        values = dict(values or {})
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ValueError(f"unknown {where} parameter(s) {unknown}; known: {sorted(known)}")
+        for name, value in values.items():
+            kind = known[name].type
+            nullable = "None" in str(kind)
+            if value is None:
+                if not nullable:
+                    raise ValueError(f"{where}.{name} must not be null")
+                continue
+            if "int" in str(kind) and "float" not in str(kind):
+                if isinstance(value, bool) or not isinstance(value, int):
+                    raise ValueError(f"{where}.{name} must be an integer, got {value!r}")
+            elif "float" in str(kind):
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise ValueError(f"{where}.{name} must be a number, got {value!r}")
+            elif "str" in str(kind) and not isinstance(value, str):
+                raise ValueError(f"{where}.{name} must be a string, got {value!r}")
+        settings = cls(**values)
+        settings.validate(where)
+        return settings
+
+    def validate(self, where: str = "sft.train") -> None:
+        for name in ("batch_size", "micro_batch_size", "epochs", "patience", "max_length", "checkpoint_every",
+                     "keep_checkpoints", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{where}.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("max_steps", "max_train_samples", "max_valid_samples", "valid_ranking_rows", "eval_every",
+                     "num_threads"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{where}.{name} must be >= 1 or null, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"{where}.lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0 or not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"{where}: weight_decay must be >= 0 and warmup_ratio in [0, 1), got "
+                             f"{self.weight_decay} and {self.warmup_ratio}")
+        if self.select_metric not in SELECT_METRICS:
+            raise ValueError(f"{where}.select_metric {self.select_metric!r}; allowed: {list(SELECT_METRICS)}")
+        if self.valid_num_beams < 10:
+            raise ValueError(f"{where}.valid_num_beams must be >= 10 (the largest K), got {self.valid_num_beams}")
+        if self.autocast not in ("auto", "bf16", "off"):
+            raise ValueError(f"{where}.autocast {self.autocast!r}; allowed: ['auto', 'bf16', 'off']")
+        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+            raise ValueError(f"{where}.device {self.device!r}; allowed: auto, cpu, cuda[:N]")
+
+
+def split_config(cfg: Mapping[str, Any]) -> tuple[dict[str, Any], SFTSettings]:
+    """(process keys, validated settings) of an entry-point config."""
+    process = {k: cfg[k] for k in PROCESS_KEYS if k in cfg}
+    return process, SFTSettings.from_dict({k: v for k, v in cfg.items() if k not in PROCESS_KEYS}, "sft config")
+
+
 IGNORE_INDEX = -100
 _SID_IN_TEXT = re.compile(r"(?:<[a-z]_\d+>)+")
 
@@ -188,8 +258,65 @@ def _validation_loss(model, examples, micro_batch_size, pad_id, dist, amp_dtype)
     return total / max(count, 1)
 
 
+@dataclass
+class RankingValidation:
+    """A fixed, seeded sample of valid rows whose answer is an item's SID, ranked by constrained beam search."""
+
+    prompts: list[list[int]]
+    targets: list[int]            # index of the answer in ``trie``'s item order
+    trie: decoding.PrefixTrie
+    num_beams: int
+    pad_id: int
+
+    @classmethod
+    def build(cls, tokenizer, sid_map: Mapping[str, str], valid_df: pd.DataFrame, rows: int | None, num_beams: int,
+              max_length: int, seed: int, vocab_size: int) -> RankingValidation | None:
+        from singer_rec.sid_format import sid_tokens
+
+        sids = sorted(set(sid_map.values()))
+        sequences = [modeling.sid_token_ids(tokenizer, sid_tokens(sid)) for sid in sids]
+        position = {sid: i for i, sid in enumerate(sids)}
+        frame = valid_df[valid_df["answer"].isin(position)]
+        frame = _capped(frame, rows, seed)
+        if len(frame) == 0:
+            return None
+        depth = max(len(x) for x in sequences)
+        prompts = [tokenizer.encode(render_for_model(p), add_special_tokens=False)[-(max_length - depth - 1):]
+                   for p in frame["prompt"]]
+        return cls(prompts, [position[a] for a in frame["answer"]], decoding.PrefixTrie.build(sequences, vocab_size),
+                   min(num_beams, len(sequences)), pad_id=tokenizer.pad_token_id)
+
+    def metric_sums(self, model, dist: common.Dist, batch_size: int, amp_dtype) -> dict[str, float]:
+        """HR/NDCG@K summed over this process's share of the rows (``n`` = rows)."""
+        mine = list(range(dist.rank, len(self.prompts), dist.world_size))
+        if not mine:
+            return {"n": 0.0}
+        model.eval()
+        with torch.no_grad():
+            ranked = decoding.beam_search(model, [self.prompts[i] for i in mine], self.trie, num_beams=self.num_beams,
+                                          batch_size=batch_size, pad_token_id=self.pad_id, autocast_dtype=amp_dtype).items
+        model.train()
+        metrics = ranking_metrics(ranked, [self.targets[i] for i in mine])
+        return {k: v * metrics["n"] for k, v in metrics.items() if k != "n"} | {"n": float(metrics["n"])}
+
+    def evaluate(self, model, dist: common.Dist, batch_size: int, amp_dtype) -> dict[str, float]:
+        """HR/NDCG@K over all rows (summed over the processes)."""
+        local = self.metric_sums(model, dist, batch_size, amp_dtype)
+        names = [f"{m}@{k}" for m in ("HR", "NDCG") for k in (3, 5, 10)]
+        totals = dist.all_reduce_sum([local.get(name, 0.0) for name in names] + [local["n"]])
+        return {name: total / max(totals[-1], 1.0) for name, total in zip(names, totals)}
+
+
+def is_better(metric: str, value: float, best: float | None) -> bool:
+    """Loss: lower is better; ranking metrics: higher. The first evaluation always counts."""
+    if best is None:
+        return True
+    return value < best if metric == "loss" else value > best
+
+
 def train(cfg: dict[str, Any]) -> dict[str, Any]:
-    cfg = {**DEFAULTS, **cfg}
+    process, settings = split_config(cfg)
+    cfg = {**asdict(settings), **process}
     started = time.time()
     if cfg.get("num_threads"):
         torch.set_num_threads(int(cfg["num_threads"]))
@@ -231,8 +358,9 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
         ddp_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[dist.local_rank] if dist.device.type == "cuda" else None)
 
-    state = {"best_valid_loss": None, "bad_epochs": 0, "stopped_early": False, "epochs_completed": 0,
-             "samples_seen": 0, "train_seconds": 0.0, "last_train_loss": None, "valid_losses": []}
+    state = {"best_valid_loss": None, "best_metric": None, "best_step": None, "bad_evals": 0, "stopped_early": False,
+             "epochs_completed": 0, "samples_seen": 0, "train_seconds": 0.0, "eval_seconds": 0.0,
+             "last_train_loss": None, "valid_losses": [], "valid_curve": [], "evaluated_at": None}
     step, resumed_from = 0, None
     ckpt_dir = Path(cfg["checkpoint_dir"])
     last = common.latest_checkpoint(ckpt_dir)
@@ -248,7 +376,7 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
         "titles": dict(zip(items["item_id"].astype(str), items["title"].astype(str))),
         "templates": cfg["templates"],
         "train": {k: cfg[k] for k in ("seed", "lr", "batch_size", "epochs", "patience", "max_steps",
-                                       "max_train_samples", "max_length") } | {"model": cfg["model"]},
+                                       "max_train_samples", "max_length", "select_metric")} | {"model": cfg["model"]},
     }
 
     def save_best():
@@ -260,6 +388,40 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
         if dist.is_main:
             common.save_checkpoint(ckpt_dir, step, model, optimizer, scheduler, state, keep=int(cfg["keep_checkpoints"]))
         dist.barrier()
+
+    ranking = RankingValidation.build(tokenizer, sid_map, valid_df, cfg["valid_ranking_rows"], int(cfg["valid_num_beams"]),
+                                      int(cfg["max_length"]), int(cfg["seed"]), max(len(tokenizer), model.config.vocab_size))
+    select = cfg["select_metric"]
+    if select != "loss" and ranking is None:
+        raise ValueError(f"{cfg['valid_path']}: no valid row answers with an item's SID, so select_metric={select!r} "
+                         "cannot rank; use select_metric: loss or add semantic rows to sft_dataset_valid")
+
+    def evaluate_and_select(at_step: int) -> None:
+        """Valid loss and ranking at ``at_step``; keeps the best model by ``select_metric``; early stopping."""
+        t0 = time.time()
+        valid_loss = (_validation_loss(model, valid_examples, micro, pad_id, dist, amp_dtype) if valid_examples
+                      else state["last_train_loss"])
+        ranked = ranking.evaluate(model, dist, micro, amp_dtype) if ranking is not None else {}
+        state["eval_seconds"] += time.time() - t0
+        point = {"step": at_step, "train_seconds": round(state["train_seconds"], 3),
+                 "wall_seconds": round(time.time() - started, 3), "valid_loss": valid_loss, **ranked}
+        state["valid_losses"].append(valid_loss)
+        state["valid_curve"].append(point)
+        state["evaluated_at"] = at_step
+        logger.info("step %d: train loss %.4f, valid loss %.4f%s", at_step, state["last_train_loss"], valid_loss,
+                    "".join(f", valid {k} {ranked[k]:.4f}" for k in ("HR@10", "NDCG@10") if k in ranked))
+        if dist.is_main:
+            tracking.log_metrics({"valid_loss": valid_loss, "epoch": at_step / steps_per_epoch,
+                                  **{f"valid_{k.replace('@', '_at_')}": v for k, v in ranked.items()}}, step=at_step)
+        value = valid_loss if select == "loss" else ranked[select]
+        if state["best_valid_loss"] is None or valid_loss < state["best_valid_loss"]:
+            state["best_valid_loss"] = valid_loss
+        if is_better(select, value, state["best_metric"]):
+            state["best_metric"], state["best_step"], state["bad_evals"] = value, at_step, 0
+            save_best()
+        else:
+            state["bad_evals"] += 1
+            state["stopped_early"] = state["bad_evals"] >= int(cfg["patience"])
 
     if dist.is_main:
         tracking.log_params({"sft": {"train_samples": len(train_examples), "valid_samples": len(valid_examples),
@@ -310,26 +472,11 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
             tracking.log_metrics({"train_loss": state["last_train_loss"], "lr": scheduler.get_last_lr()[0],
                                   "samples_per_s": len(global_batch) / max(elapsed, 1e-9)}, step=step)
         end_of_epoch = step % steps_per_epoch == 0 or step == total_steps
-        if end_of_epoch:
-            valid_loss = _validation_loss(model, valid_examples, micro, pad_id, dist, amp_dtype) if valid_examples else state["last_train_loss"]
+        if end_of_epoch or (cfg["eval_every"] and step % int(cfg["eval_every"]) == 0):
             state["epochs_completed"] = math.ceil(step / steps_per_epoch)
-            state["valid_losses"].append(valid_loss)
-            logger.info("step %d epoch %d: train loss %.4f, valid loss %.4f", step, state["epochs_completed"],
-                        state["last_train_loss"], valid_loss)
-            if dist.is_main:
-                tracking.log_metrics({"valid_loss": valid_loss, "epoch": state["epochs_completed"]}, step=step)
-            if state["best_valid_loss"] is None or valid_loss < state["best_valid_loss"]:
-                state["best_valid_loss"], state["bad_epochs"] = valid_loss, 0
-                save_best()
-            else:
-                state["bad_epochs"] += 1
-                state["stopped_early"] = state["bad_epochs"] >= int(cfg["patience"])
-        if end_of_epoch or step % int(cfg["checkpoint_every"]) == 0 or step == total_steps:
+            evaluate_and_select(step)
+        if end_of_epoch or state["evaluated_at"] == step or step % int(cfg["checkpoint_every"]) == 0 or step == total_steps:
             checkpoint()
-        if cfg["stop_after_steps"] and step >= int(cfg["stop_after_steps"]):
-            logger.warning("stop_after_steps=%s reached: exiting abruptly (debug)", cfg["stop_after_steps"])
-            sys.stdout.flush()
-            os._exit(KILLED_EXIT_CODE)
     progress.close()
 
     result = {
@@ -338,6 +485,11 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
         "total_steps": total_steps,
         "epochs_completed": state["epochs_completed"],
         "best_valid_loss": state["best_valid_loss"],
+        "select_metric": select,
+        "best_metric": state["best_metric"],
+        "best_step": state["best_step"],
+        "eval_seconds": state["eval_seconds"],
+        "valid_curve": state["valid_curve"],
         "final_train_loss": state["last_train_loss"],
         "samples_per_s": state["samples_seen"] / max(state["train_seconds"], 1e-9),
         "stopped_early": state["stopped_early"],
@@ -362,6 +514,7 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
         modeling.replace_folder_atomically(staging, output)
         tracking.log_metrics({"final_train_loss": result["final_train_loss"] or 0.0,
                               "best_valid_loss": result["best_valid_loss"] or 0.0,
+                              f"best_valid_{select.replace('@', '_at_')}": result["best_metric"] or 0.0,
                               "throughput_samples_per_s": result["samples_per_s"]}, step=step)
         tracking.set_tags({"sft.model_dir": str(output.resolve())})
         if cfg.get("result_path"):

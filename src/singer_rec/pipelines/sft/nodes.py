@@ -37,6 +37,7 @@ def train_sft_model(sft_dataset_train: pd.DataFrame, sft_dataset_valid: pd.DataF
     data and parameters resumes from the last checkpoint in ``params.work_dir``.
     """
     modeling.check_model_config(params["model"])
+    sft.SFTSettings.from_dict({**params["train"], "seed": seed})
     frames = {"sft_dataset_train": sft_dataset_train, "sft_dataset_valid": sft_dataset_valid}
     sft.check_sids_against_catalog(item_sids, frames)
 
