@@ -13,12 +13,11 @@ import pytest
 from conftest import PROJECT_ROOT
 
 pytestmark = pytest.mark.slow
-DATA_LAYERS = ("01_raw", "02_intermediate", "03_primary", "04_feature", "05_model_input",
-               "06_models", "07_model_output", "08_reporting")
 
 
 def _project_copy(tmp_path: Path) -> Path:
-    """conf/, pyproject.toml and an empty data/ tree: what `kedro run` needs beside the installed package."""
+    """conf/ and pyproject.toml: what `kedro run` needs beside the installed package (the datasets
+    create their folders under each environment's data root)."""
     root = tmp_path / "project"
     root.mkdir()
     shutil.copytree(PROJECT_ROOT / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
@@ -26,8 +25,6 @@ def _project_copy(tmp_path: Path) -> Path:
     shutil.copy(PROJECT_ROOT / "pyproject.toml", root / "pyproject.toml")
     shutil.copy(PROJECT_ROOT / ".telemetry", root / ".telemetry")
     (root / "src").mkdir()  # kedro wants the folder; the package itself is installed (pip -e)
-    for layer in DATA_LAYERS:
-        (root / "data" / layer).mkdir(parents=True)
     # ../shared resolves the same from the copy as from the checkout
     if (PROJECT_ROOT.parent / "shared").exists():
         (tmp_path / "shared").symlink_to(PROJECT_ROOT.parent / "shared")
@@ -78,7 +75,7 @@ def test_demo_kedro_run_end_to_end(tmp_path):
     _kedro(root, "run")
     metrics = {}
     for model in ("sft", "rl"):
-        path = _latest(root / "data" / "08_reporting" / model / "test_metrics.json")
+        path = _latest(root / "data" / "demo" / "08_reporting" / model / "test_metrics.json")
         metrics[model] = json.loads(path.read_text())
         for key in ("HR@3", "HR@5", "HR@10", "NDCG@3", "NDCG@5", "NDCG@10"):
             assert 0.0 <= metrics[model][key] <= 1.0
@@ -86,7 +83,7 @@ def test_demo_kedro_run_end_to_end(tmp_path):
     # the demo is learnable and the SFT model learns it: well above a random ranking
     import pandas as pd
 
-    n_items = len(pd.read_parquet(root / "data" / "02_intermediate" / "items.parquet"))
+    n_items = len(pd.read_parquet(root / "data" / "demo" / "02_intermediate" / "items.parquet"))
     assert metrics["sft"]["HR@10"] > 2 * 10 / n_items
     db = root / "mlflow.db"
     runs = _runs(db)
@@ -110,7 +107,7 @@ def test_giftcards_ingest_to_sid(tmp_path, shared_data):
         _kedro(root, "run", "--env=giftcards", f"--pipeline={stage}", f"--params=raw_root={raw}")
     import pandas as pd
 
-    sids = pd.read_parquet(_latest(root / "data" / "04_feature" / "item_sids.parquet"))
+    sids = pd.read_parquet(_latest(root / "data" / "giftcards" / "04_feature" / "item_sids.parquet"))
     assert sids["sid"].is_unique and len(sids) > 100
 
 

@@ -4,16 +4,19 @@ import os
 from kedro.config import OmegaConfigLoader
 
 from singer_rec.hooks import MlflowTrackingHook
+from singer_rec.params import ParameterValidationHook
 
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
 
-HOOKS = (MlflowTrackingHook(),)
+# Parameter blocks are checked first (a misspelled key fails before any data is read).
+HOOKS = (ParameterValidationHook(), MlflowTrackingHook())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",
-    # `mlflow.yml` holds the tracking settings read by the hook.
+    # `mlflow.yml` holds the tracking settings read by the hook. `globals.yml` of base and of the
+    # run's environment (the loader's default pattern) names data_root, raw_root, source, dataset.
     "config_patterns": {"mlflow": ["mlflow*", "mlflow*/**"]},
     # Soft merge: an environment overrides single keys of a base block, and so does a dotted
     # `--params=evaluate.num_beams=50` under `--env=...` (destructive merging dropped the rest of

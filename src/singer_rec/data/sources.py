@@ -415,30 +415,44 @@ def _find_file(root: Path, stems: list[str], suffixes: tuple[str, ...]) -> Path:
     raise DataFormatError(f"{root}: none of the files {', '.join(tried)} exists")
 
 
-def read_amazon_dump(
+def amazon_dump_paths(
     raw_root: str | Path, dataset: str, version: str = "amazon2018",
-    skip_bad_lines: bool = False, reviews_file: str | None = None, meta_file: str | None = None,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``(items, interactions)`` of one Amazon category dump (2018 or 2023 layout).
+    reviews_file: str | None = None, meta_file: str | None = None,
+) -> dict[str, Path]:
+    """``{"reviews": path, "meta": path}`` of one Amazon category dump, checked to exist.
 
     2018: reviews ``{dataset}_5.json[.gz]`` or ``{dataset}.json[.gz]`` and meta
-    ``meta_{dataset}.json[.gz]``; 2023: ``{dataset}.jsonl[.gz]`` and ``meta_{dataset}.jsonl[.gz]``
-    (timestamps in milliseconds, converted to seconds). ``reviews_file``/``meta_file`` (relative
-    to ``raw_root``) override the lookup.
+    ``meta_{dataset}.json[.gz]``; 2023: ``{dataset}.jsonl[.gz]`` and ``meta_{dataset}.jsonl[.gz]``.
+    ``reviews_file``/``meta_file`` (relative to ``raw_root``) override the lookup.
     """
     root = Path(raw_root)
     if version == "amazon2018":
-        names = AMAZON2018_FIELDS
         suffixes = (".json.gz", ".json", ".jsonl.gz", ".jsonl")
         review_stems = [f"{dataset}_5", dataset]
     elif version == "amazon2023":
-        names = AMAZON2023_FIELDS
         suffixes = (".jsonl.gz", ".jsonl", ".json.gz", ".json")
         review_stems = [dataset]
     else:
         raise ValueError(f"unknown Amazon dump version {version!r}")
-    reviews_path = root / reviews_file if reviews_file else _find_file(root, review_stems, suffixes)
-    meta_path = root / meta_file if meta_file else _find_file(root, [f"meta_{dataset}"], suffixes)
+    paths = {
+        "reviews": root / reviews_file if reviews_file else _find_file(root, review_stems, suffixes),
+        "meta": root / meta_file if meta_file else _find_file(root, [f"meta_{dataset}"], suffixes),
+    }
+    for name, path in paths.items():
+        if not path.is_file():
+            raise DataFormatError(f"{path}: the {name} file does not exist")
+    return paths
+
+
+def read_amazon_dump(
+    raw_root: str | Path, dataset: str, version: str = "amazon2018",
+    skip_bad_lines: bool = False, reviews_file: str | None = None, meta_file: str | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(items, interactions)`` of one Amazon category dump (2018 or 2023 layout; files as in
+    :func:`amazon_dump_paths`; 2023 timestamps in milliseconds are converted to seconds)."""
+    paths = amazon_dump_paths(raw_root, dataset, version, reviews_file, meta_file)
+    names = AMAZON2018_FIELDS if version == "amazon2018" else AMAZON2023_FIELDS
+    reviews_path, meta_path = paths["reviews"], paths["meta"]
 
     report = IngestReport()
     interactions = collect_interactions(

@@ -1,11 +1,12 @@
 """``OptionalDataset``: wraps any dataset and loads ``None`` when the wrapped data is absent.
 
-For nodes that gather results other stages may or may not have produced (the report), so a run
-with only some of them still works. Saving is refused: an optional input is read-only here.
+For results other stages may or may not have produced (the report's inputs), so a run with only
+some of them still works. Saving writes through to the wrapped dataset, so the producing stage
+and the report use one catalog entry.
 
-    report.sft_metrics:
+    baseline_metrics:
       type: singer_rec.datasets.optional.OptionalDataset
-      dataset: {type: json.JSONDataset, filepath: data/08_reporting/sft/test_metrics.json}
+      dataset: {type: pandas.CSVDataset, filepath: data/demo/08_reporting/baseline_metrics.csv}
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ class OptionalDataset(AbstractDataset):
         return self._dataset.load()
 
     def save(self, data: Any) -> None:
-        raise DatasetError("OptionalDataset is read-only")
+        self._dataset.save(data)
 
     def _exists(self) -> bool:
         return self._dataset.exists()

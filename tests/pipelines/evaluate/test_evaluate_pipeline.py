@@ -28,8 +28,13 @@ def folder(tmp_path_factory):
 def _catalog(tmp_path, folder) -> DataCatalog:
     """The project's evaluate catalog entries (paths moved under tmp_path) + in-memory inputs."""
     conf = yaml.safe_load((PROJECT_ROOT / "conf/base/catalog_evaluate.yml").read_text())
-    catalog = DataCatalog.from_config(
-        {name: dict(entry, filepath=str(tmp_path / entry["filepath"])) for name, entry in conf.items()})
+
+    def moved(entry: dict) -> dict:
+        if isinstance(entry.get("dataset"), dict):  # an OptionalDataset around the file's dataset
+            return {**entry, "dataset": moved(entry["dataset"])}
+        return {**entry, "filepath": str(tmp_path / entry["filepath"].replace("${globals:data_root}/", ""))}
+
+    catalog = DataCatalog.from_config({name: moved(entry) for name, entry in conf.items()})
     for name, value in {"sft_model": folder, "rl_model": folder, "test_sequences": TEST_SEQUENCES,
                         "valid_sequences": VALID_SEQUENCES, "params:evaluate": PARAMS}.items():
         catalog[name] = MemoryDataset(value)
@@ -56,7 +61,7 @@ def test_registered_pipeline_has_both_namespaces():
 def test_sft_namespace_run_matches_exhaustive_scoring(tmp_path, folder):
     catalog = _catalog(tmp_path, folder)
     SequentialRunner().run(create_pipeline().only_nodes_with_namespaces(["sft"]), catalog)
-    predictions = pd.read_parquet(tmp_path / "data/07_model_output/sft/test_predictions.parquet")
+    predictions = pd.read_parquet(tmp_path / "07_model_output/sft/test_predictions.parquet")
     assert list(predictions.columns) == ["user_id", "target", "ranked_items", "scores"]
     ranks = []
     for row, history in enumerate(TEST_SEQUENCES["history"]):
@@ -64,15 +69,15 @@ def test_sft_namespace_run_matches_exhaustive_scoring(tmp_path, folder):
         assert list(predictions["ranked_items"][row]) == expected  # beam 12 = every item: the exact ranking
         assert list(predictions["scores"][row]) == pytest.approx([scores[i] for i in expected], abs=1e-4)
         ranks.append(expected.index(TEST_SEQUENCES["target"][row]) + 1)
-    metrics = json.loads((tmp_path / "data/08_reporting/sft/test_metrics.json").read_text())
+    metrics = json.loads((tmp_path / "08_reporting/sft/test_metrics.json").read_text())
     assert metrics == pytest.approx({**_expected_metrics(ranks), "n": 6})
-    valid = json.loads((tmp_path / "data/08_reporting/sft/valid_metrics.json").read_text())
+    valid = json.loads((tmp_path / "08_reporting/sft/valid_metrics.json").read_text())
     assert valid["n"] == 4
-    report = (tmp_path / "data/08_reporting/sft/evaluation.md").read_text()
+    report = (tmp_path / "08_reporting/sft/evaluation.md").read_text()
     assert f"| HR@10 | {metrics['HR@10']:.4f} | {valid['HR@10']:.4f} |" in report
     for png in ("hit_rank.png", "hr_by_history_length.png", "sid_depth.png"):
-        assert (tmp_path / "data/08_reporting/sft" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert not (tmp_path / "data/08_reporting/rl").exists()
+        assert (tmp_path / "08_reporting/sft" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (tmp_path / "08_reporting/rl").exists()
 
 
 def test_unknown_target_and_small_beam_fail_clearly(folder):
@@ -82,7 +87,7 @@ def test_unknown_target_and_small_beam_fail_clearly(folder):
     bad_history = TEST_SEQUENCES.assign(history=[["i0"], ["i2"], ["zz"], ["i1"], ["i1"], ["i1"]])
     with pytest.raises(ValueError, match="test_sequences row 2: item 'zz' has no SID"):
         evaluate_test(folder, bad_history, PARAMS)
-    with pytest.raises(ValueError, match="num_beams=5 must be ≥ the largest K"):
+    with pytest.raises(ValueError, match="num_beams=5 must be >= the largest K"):
         evaluate_test(folder, TEST_SEQUENCES, {**PARAMS, "num_beams": 5})
 
 

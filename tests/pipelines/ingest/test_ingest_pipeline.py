@@ -11,6 +11,7 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
 from conftest import PROJECT_ROOT
+from singer_rec.data.raw import RawFilesDataset
 from singer_rec.data.sources import DataFormatError
 from singer_rec.datasets.parquet import ListParquetDataset
 from singer_rec.pipelines.ingest import create_pipeline as ingest_pipeline
@@ -19,13 +20,22 @@ from singer_rec.pipelines.split import create_pipeline as split_pipeline
 OUTPUTS = ["train_sequences", "valid_sequences", "test_sequences", "split_stats"]
 
 
+def _loader(env: str, runtime_params: dict | None = None) -> OmegaConfigLoader:
+    return OmegaConfigLoader(str(PROJECT_ROOT / "conf"), base_env="base", default_run_env=env,
+                             runtime_params=runtime_params, merge_strategy={"parameters": "soft"})
+
+
 def _parameters(env: str) -> dict:
-    loader = OmegaConfigLoader(str(PROJECT_ROOT / "conf"), base_env="base", default_run_env=env)
-    return loader["parameters"]
+    return _loader(env)["parameters"]
 
 
-def _catalog(params: dict, **overrides) -> DataCatalog:
+def _raw(source: str, root=".", dataset: str = "") -> RawFilesDataset:
+    return RawFilesDataset(source=source, root=str(root), dataset=dataset)
+
+
+def _catalog(params: dict, raw: RawFilesDataset | None = None, **overrides) -> DataCatalog:
     catalog = DataCatalog({f"params:{name}": MemoryDataset(value) for name, value in params.items()})
+    catalog["raw_files"] = raw or _raw("synthetic")
     for name in ["items", "interactions", "given_sequences", *OUTPUTS]:
         catalog[name] = overrides.get(name, MemoryDataset(copy_mode="assign"))
     return catalog
@@ -59,7 +69,7 @@ def _check_sequences(out: dict, ratios=(0.8, 0.1, 0.1)) -> None:
 
 def test_synthetic_demo_through_both_pipelines(tmp_path):
     params = _parameters("base")
-    assert params["ingest"]["source"] == "synthetic"
+    assert _loader("base")["catalog"]["raw_files"]["source"] == "synthetic"
     # the sequences go through parquet to prove the list column round-trips in the catalog
     files = {name: ListParquetDataset(filepath=str(tmp_path / f"{name}.parquet")) for name in OUTPUTS[:3]}
     out = _run(_catalog(params, **files))
@@ -86,9 +96,13 @@ def test_leave_last_out_option_on_the_demo():
 @pytest.mark.realdata
 def test_gift_cards_raw_dumps(shared_data):
     params = _parameters("giftcards")
-    assert params["ingest"] == {**params["ingest"], "source": "amazon2018", "dataset": "Gift_Cards"}
-    params["raw_root"] = str(shared_data / "raw")
-    out = _run(_catalog(params))
+    # the environment's raw_files entry, its root from a runtime raw_root
+    entry = _loader("giftcards", {"raw_root": str(shared_data / "raw")})["catalog"]["raw_files"]
+    assert (entry["source"], entry["dataset"], entry["root"]) == ("amazon2018", "Gift_Cards", str(shared_data / "raw"))
+    raw = RawFilesDataset(**{k: v for k, v in entry.items() if k != "type"})
+    assert {k: p.name for k, p in raw.load().files.items()} == {
+        "reviews": "Gift_Cards_5.json.gz", "meta": "meta_Gift_Cards.json.gz"}
+    out = _run(_catalog(params, raw))
     # the 5-core file has 2,972 reviews of 458 users and 148 items; 3 are exact duplicates
     assert len(out["items"]) == 148 and len(out["interactions"]) == 2969
     assert out["interactions"]["user_id"].nunique() == 458
@@ -110,15 +124,15 @@ def test_bad_input_leaves_no_output(tmp_path):
         handle.write("\n".join(lines) + "\n")
     with gzip.open(raw / "meta_Cat.json.gz", "wt", encoding="utf-8") as handle:
         handle.write("\n".join(json.dumps({"asin": f"i{n}", "title": f"T{n}"}) for n in range(7)) + "\n")
-    params = {**_parameters("base"), "raw_root": str(raw)}
-    params["ingest"] = {"source": "amazon2018", "dataset": "Cat", "skip_bad_lines": False}
+    params = _parameters("base")
+    params["ingest"] = {"skip_bad_lines": False}
     out_dir = tmp_path / "out"
     files = {name: ListParquetDataset(filepath=str(out_dir / f"{name}.parquet")) for name in ["items", "interactions", "given_sequences"]}
     with pytest.raises(DataFormatError, match=r"Cat_5\.json\.gz:31: malformed line"):
-        _run(_catalog(params, **files))
+        _run(_catalog(params, _raw("amazon2018", raw, "Cat"), **files))
     assert not out_dir.exists()
     # asking to skip bad lines runs through and reports the surviving 39 reviews
     params["ingest"]["skip_bad_lines"] = True
-    out = _run(_catalog(params, **files))
+    out = _run(_catalog(params, _raw("amazon2018", raw, "Cat"), **files))
     assert len(out["interactions"]) == 39
     assert (out_dir / "interactions.parquet").is_file()

@@ -91,7 +91,7 @@ def test_same_seed_same_sids():
 
 def test_bad_inputs_are_named():
     embeddings = np.zeros((5, 2), dtype=np.float32)
-    with pytest.raises(ValueError, match=r"K \(8\) > number of items \(5\)"):
+    with pytest.raises(ValueError, match=r"sid\.codebook_size \(8\) must be <= the number of items \(5\)"):
         build_semantic_ids(_items(5), embeddings, {"codebook_size": 8}, seed=0)
     with pytest.raises(ValueError, match="item_embeddings has 5 rows but items has 6"):
         build_semantic_ids(_items(6), embeddings, {"codebook_size": 2}, seed=0)
@@ -101,9 +101,12 @@ def test_bad_inputs_are_named():
 
 
 def test_env_confs_set_k_within_catalog_sizes():
-    base = yaml.safe_load((ROOT / "conf/base/parameters_sid.yml").read_text())["sid"]
-    gift = yaml.safe_load((ROOT / "conf/giftcards/parameters_sid.yml").read_text())["sid"]
-    industrial = yaml.safe_load((ROOT / "conf/industrial/parameters_sid.yml").read_text())["sid"]
+    from kedro.config import OmegaConfigLoader
+
+    from singer_rec.settings import CONFIG_LOADER_ARGS
+
+    base, gift, industrial = (OmegaConfigLoader(str(ROOT / "conf"), env=env, **CONFIG_LOADER_ARGS)["parameters"]["sid"]
+                              for env in ("local", "giftcards", "industrial"))
     assert (base["num_levels"], base["codebook_size"]) == (3, 16)
     assert (gift["num_levels"], gift["codebook_size"]) == (3, 8)  # 148 Gift_Cards items
     assert (industrial["num_levels"], industrial["codebook_size"]) == (3, 256)  # the paper's setting
@@ -117,7 +120,11 @@ def test_industrial_items_get_distinct_balanced_sids(shared_data):
     raw = json.loads((shared_data / "minionerec/index/Industrial_and_Scientific.item.json").read_text())
     items = pd.DataFrame([{"item_id": key, **value} for key, value in raw.items()])
     embeddings = encode_texts(build_item_texts(items, ["title", "description"]), "hashing", dim=64)
-    params = yaml.safe_load((ROOT / "conf/industrial/parameters_sid.yml").read_text())["sid"]
+    from kedro.config import OmegaConfigLoader
+
+    from singer_rec.settings import CONFIG_LOADER_ARGS
+
+    params = OmegaConfigLoader(str(ROOT / "conf"), env="industrial", **CONFIG_LOADER_ARGS)["parameters"]["sid"]
     sids, codebooks, report = build_semantic_ids(items, embeddings, params, seed=42)
     assert len(sids) == 3686 and sids["sid"].is_unique
     codes = np.array([c[:3] for c in sids["codes"]])
@@ -135,7 +142,7 @@ def test_embed_and_sid_through_the_real_catalog_datasets(tmp_path):
 
     entries = yaml.safe_load((ROOT / "conf/base/catalog_sid.yml").read_text())
     for entry in entries.values():
-        entry["filepath"] = str(tmp_path / entry["filepath"])
+        entry["filepath"] = str(tmp_path / entry["filepath"].replace("${globals:data_root}/", ""))
     catalog = DataCatalog.from_config(entries)
     items = _items(20).assign(description=[f"item number {i % 7}" for i in range(20)])
     catalog["items"] = MemoryDataset(items)
@@ -150,4 +157,4 @@ def test_embed_and_sid_through_the_real_catalog_datasets(tmp_path):
     pd.testing.assert_frame_equal(sids, expected)  # codes come back as Python lists
     np.testing.assert_array_equal(catalog["sid_codebooks"].load(), codebooks)
     assert catalog["sid_report"].load() == json.loads(json.dumps(report))
-    assert (tmp_path / "data/04_feature/item_embeddings.npy").is_dir()  # versioned: one folder per run
+    assert (tmp_path / "04_feature/item_embeddings.npy").is_dir()  # versioned: one folder per run

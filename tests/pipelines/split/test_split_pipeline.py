@@ -10,6 +10,7 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
 from conftest import PROJECT_ROOT
+from singer_rec.data.raw import RawFilesDataset
 from singer_rec.datasets.parquet import ListParquetDataset
 from singer_rec.pipelines.ingest import create_pipeline as ingest_pipeline
 from singer_rec.pipelines.split import create_pipeline as split_pipeline
@@ -31,10 +32,13 @@ def _expected_rows(path) -> pd.DataFrame:
 @pytest.mark.realdata
 @pytest.mark.parametrize("env,dataset", [("industrial", "Industrial_and_Scientific"), ("office", "Office_Products")])
 def test_minionerec_splits_equal_the_csvs_row_for_row(shared_data, tmp_path, env, dataset):
-    params = OmegaConfigLoader(str(PROJECT_ROOT / "conf"), base_env="base", default_run_env=env)["parameters"]
-    assert params["ingest"]["source"] == "minionerec" and params["ingest"]["dataset"] == dataset
-    params["raw_root"] = str(shared_data / "minionerec")
+    loader = OmegaConfigLoader(str(PROJECT_ROOT / "conf"), base_env="base", default_run_env=env,
+                               runtime_params={"raw_root": str(shared_data / "minionerec")})
+    params = loader["parameters"]
+    raw = {k: v for k, v in loader["catalog"]["raw_files"].items() if k != "type"}
+    assert (raw["source"], raw["dataset"]) == ("minionerec", dataset)
     catalog = DataCatalog({f"params:{k}": MemoryDataset(v) for k, v in params.items()})
+    catalog["raw_files"] = RawFilesDataset(**raw)
     for name in ["items", "interactions", "given_sequences", "train_sequences", "valid_sequences", "test_sequences"]:
         catalog[name] = ListParquetDataset(filepath=str(tmp_path / f"{name}.parquet"))
     catalog["split_stats"] = MemoryDataset()

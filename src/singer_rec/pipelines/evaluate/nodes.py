@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from matplotlib.figure import Figure
 from singer_rec import tracking
 from singer_rec.metrics import DEFAULT_KS, hit_rank, ranking_metrics
 from singer_rec.modeling import read_meta
+from singer_rec.params import from_params, rule
 from singer_rec.recommend import SidRecommender
 from singer_rec.sid_format import sid_tokens
 
@@ -22,19 +24,38 @@ logger = logging.getLogger(__name__)
 SEQUENCE_COLUMNS = ("user_id", "history", "target")
 
 
+AUTOCAST_DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclass
+class EvaluateParams:
+    """``params:evaluate``: constrained beam search over the model's SID map, then HR/NDCG@K."""
+
+    num_beams: int = field(default=20, metadata=rule(ge=1))   # items ranked per row; >= the largest K
+    ks: list[int] = field(default_factory=lambda: list(DEFAULT_KS))
+    batch_size: int = field(default=32, metadata=rule(ge=1))
+    autocast_dtype: str | None = field(default=None, metadata=rule(choices=AUTOCAST_DTYPES))
+    device: str = "cpu"
+    template_index: int = field(default=0, metadata=rule(ge=0))
+    history_length: int = field(default=10, metadata=rule(ge=1))
+    max_rows: int | None = field(default=None, metadata=rule(ge=1))
+    valid_max_rows: int | None = field(default=1000, metadata=rule(ge=1))
+
+    def check(self, where: str) -> None:
+        if not self.ks or min(self.ks) < 1:
+            raise ValueError(f"{where}.ks must be a non-empty list of positive cut-offs, got {self.ks}")
+        if self.num_beams < max(self.ks):
+            raise ValueError(f"{where}.num_beams={self.num_beams} must be >= the largest K ({max(self.ks)}) "
+                             f"of {where}.ks")
+
+
+def evaluate_config(params: dict[str, Any] | EvaluateParams) -> EvaluateParams:
+    """The typed ``evaluate`` block (unknown keys, wrong types and out-of-range values rejected)."""
+    return from_params(EvaluateParams, params, "evaluate")
+
+
 def _autocast_dtype(name: str | None) -> torch.dtype | None:
-    if name in (None, "", "none", "float32"):
-        return None
-    if name not in ("bfloat16", "float16"):
-        raise ValueError(f"evaluate.autocast_dtype: {name!r}; expected null, 'bfloat16' or 'float16'")
-    return getattr(torch, name)
-
-
-def _check_params(params: dict[str, Any]) -> list[int]:
-    ks = [int(k) for k in params.get("ks", DEFAULT_KS)]
-    if int(params["num_beams"]) < max(ks):
-        raise ValueError(f"evaluate.num_beams={params['num_beams']} must be ≥ the largest K ({max(ks)})")
-    return ks
+    return None if name in (None, "float32") else getattr(torch, name)
 
 
 def _rows(sequences: pd.DataFrame, name: str, limit: int | None) -> pd.DataFrame:
@@ -50,20 +71,19 @@ def _rows(sequences: pd.DataFrame, name: str, limit: int | None) -> pd.DataFrame
 def predict_next_items(model_folder: Path, sequences: pd.DataFrame, params: dict[str, Any], name: str,
                        limit: int | None = None) -> pd.DataFrame:
     """Ranked items (``num_beams`` of them, best first) and their log-probs for every row of ``sequences``."""
-    _check_params(params)
+    config = evaluate_config(params)
     rows = _rows(sequences, name, limit)
-    recommender = SidRecommender.from_folder(model_folder, device=params.get("device", "cpu"),
-                                             template_index=int(params.get("template_index", 0)),
-                                             history_length=int(params.get("history_length", 10)))
+    recommender = SidRecommender.from_folder(model_folder, device=config.device, template_index=config.template_index,
+                                             history_length=config.history_length)
     targets = [str(t) for t in rows["target"]]
     for row, (user, target) in enumerate(zip(rows["user_id"], targets)):
         if target not in recommender.sid_map:
             raise ValueError(f"{name} row {row} (user {user}): target item {target!r} has no SID in the model's sid_map")
     histories = [[str(h) for h in (history if history is not None else [])] for history in rows["history"]]
-    beams = int(params["num_beams"])
+    beams = config.num_beams
     start = time.perf_counter()
-    items, scores = recommender.recommend(histories, k=beams, num_beams=beams, batch_size=int(params.get("batch_size", 32)),
-                                          autocast_dtype=_autocast_dtype(params.get("autocast_dtype")), progress=True,
+    items, scores = recommender.recommend(histories, k=beams, num_beams=beams, batch_size=config.batch_size,
+                                          autocast_dtype=_autocast_dtype(config.autocast_dtype), progress=True,
                                           where=f"{name} row")
     seconds = time.perf_counter() - start
     logger.info("%s: %d rows decoded with beam %d in %.1f s (%.1f rows/s)", name, len(rows), beams, seconds,
@@ -75,17 +95,18 @@ def predict_next_items(model_folder: Path, sequences: pd.DataFrame, params: dict
 
 def evaluate_test(model_folder: Path, test_sequences: pd.DataFrame, params: dict[str, Any]) -> tuple[pd.DataFrame, dict]:
     """``test_predictions`` (user_id, target, ranked_items, scores) and ``test_metrics`` (HR/NDCG@K, n)."""
-    predictions = predict_next_items(model_folder, test_sequences, params, "test_sequences", params.get("max_rows"))
-    metrics = ranking_metrics(predictions["ranked_items"].tolist(), predictions["target"].tolist(), _check_params(params))
+    config = evaluate_config(params)
+    predictions = predict_next_items(model_folder, test_sequences, config, "test_sequences", config.max_rows)
+    metrics = ranking_metrics(predictions["ranked_items"].tolist(), predictions["target"].tolist(), config.ks)
     logger.info("test metrics: %s", metrics)
     return predictions, metrics
 
 
 def evaluate_valid(model_folder: Path, valid_sequences: pd.DataFrame, params: dict[str, Any]) -> dict:
     """``valid_metrics`` on the first ``valid_max_rows`` validation rows."""
-    predictions = predict_next_items(model_folder, valid_sequences, params, "valid_sequences",
-                                     params.get("valid_max_rows"))
-    metrics = ranking_metrics(predictions["ranked_items"].tolist(), predictions["target"].tolist(), _check_params(params))
+    config = evaluate_config(params)
+    predictions = predict_next_items(model_folder, valid_sequences, config, "valid_sequences", config.valid_max_rows)
+    metrics = ranking_metrics(predictions["ranked_items"].tolist(), predictions["target"].tolist(), config.ks)
     logger.info("valid metrics: %s", metrics)
     return metrics
 

@@ -1,48 +1,74 @@
-"""ingest node: one source's raw data -> the ``items`` and ``interactions`` tables."""
+"""ingest node: one source's raw files (``raw_files``) -> the ``items`` and ``interactions`` tables."""
 from __future__ import annotations
 
 import logging
-from pathlib import Path
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pandas as pd
 
 from singer_rec.data import sources
+from singer_rec.data.raw import RawSource
+from singer_rec.params import from_params, rule
+
+
+@dataclass
+class SyntheticParams:
+    """``ingest.synthetic``: size and structure of the demo (see ``singer_rec.data.synthetic``)."""
+
+    n_users: int = field(default=400, metadata=rule(ge=1))
+    n_items: int = field(default=240, metadata=rule(ge=2))
+    n_categories: int = field(default=6, metadata=rule(ge=1))
+    brands_per_category: int = field(default=4, metadata=rule(ge=1))
+    min_sequence_length: int = field(default=6, metadata=rule(ge=2))
+    max_sequence_length: int = field(default=12, metadata=rule(ge=2))
+    p_main_category: float = field(default=0.85, metadata=rule(ge=0, le=1))
+    p_follow_ring: float = field(default=0.7, metadata=rule(ge=0, le=1))
+    p_favourite_brand: float = field(default=0.6, metadata=rule(ge=0, le=1))
+    n_untitled_items: int = field(default=2, metadata=rule(ge=0))
+    span_days: int = field(default=760, metadata=rule(ge=1))
+
+    def check(self, where: str) -> None:
+        if self.min_sequence_length > self.max_sequence_length:
+            raise ValueError(f"{where}.min_sequence_length ({self.min_sequence_length}) must be <= "
+                             f"{where}.max_sequence_length ({self.max_sequence_length})")
+        if self.n_items < 2 * self.n_categories:
+            raise ValueError(f"{where}.n_items ({self.n_items}) must be at least 2 per category "
+                             f"({where}.n_categories = {self.n_categories})")
+
+
+@dataclass
+class IngestParams:
+    """``params:ingest``. Which source and files: the ``raw_files`` catalog entry (globals)."""
+
+    skip_bad_lines: bool = False       # skip (count and log) malformed lines instead of failing
+    synthetic: SyntheticParams = field(default_factory=SyntheticParams)
+
 
 logger = logging.getLogger(__name__)
 
 
-def ingest(
-    raw_root: str, seed: int, params: dict[str, Any]
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Read the source named by ``params['source']`` into ``(items, interactions,
-    given_sequences)``.
+def ingest(raw_files: RawSource, seed: int, params: dict[str, Any]
+           ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Read the source of ``raw_files`` into ``(items, interactions, given_sequences)``.
 
-    ``raw_root`` (relative paths: from the directory `kedro run` is started in) holds the raw
-    files of the real sources; ``synthetic`` ignores it and generates the demo from ``seed``
-    and ``params['synthetic']``. ``given_sequences`` holds the splits a source ships
-    (``minionerec``) and is empty otherwise. Any bad input raises before anything is returned,
-    so Kedro saves no partial output.
+    ``synthetic`` reads no file: it generates the demo from ``seed`` and ``params['synthetic']``.
+    ``given_sequences`` holds the splits a source ships (``minionerec``) and is empty otherwise.
+    Any bad input raises before anything is returned, so Kedro saves no partial output.
     """
-    source = params.get("source")
-    skip_bad_lines = bool(params.get("skip_bad_lines", False))
-    dataset = params.get("dataset") or ""
-    if source not in sources.SOURCES:
-        raise ValueError(f"parameter ingest.source must be one of {sources.SOURCES}, got {source!r}")
-    if source != "synthetic" and not dataset:
-        raise ValueError(f"parameter ingest.dataset is required for source {source!r}")
-    root = Path(raw_root)
+    config = from_params(IngestParams, params, "ingest")
+    source, dataset = raw_files.source, raw_files.dataset
     given = sources.empty_given_sequences()
     if source == "synthetic":
-        items, interactions = sources.read_synthetic(
-            int(seed), skip_bad_lines=skip_bad_lines, **(params.get("synthetic") or {})
-        )
+        items, interactions = sources.read_synthetic(int(seed), skip_bad_lines=config.skip_bad_lines,
+                                                     **asdict(config.synthetic))
     elif source == "minionerec":
-        items, interactions, given = sources.read_minionerec(root, dataset)
+        items, interactions, given = sources.read_minionerec(raw_files.root, dataset)
     else:
+        files = raw_files.files
         items, interactions = sources.read_amazon_dump(
-            root, dataset, version=source, skip_bad_lines=skip_bad_lines,
-            reviews_file=params.get("reviews_file"), meta_file=params.get("meta_file"),
+            raw_files.root, dataset, version=source, skip_bad_lines=config.skip_bad_lines,
+            reviews_file=str(files["reviews"].resolve()), meta_file=str(files["meta"].resolve()),
         )
     logger.info(
         "ingest %s %s: %d items, %d interactions, %d users, %d given sequence rows",

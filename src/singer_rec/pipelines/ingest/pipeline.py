@@ -8,7 +8,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 nodes.ingest,
-                ["params:raw_root", "params:seed", "params:ingest"],
+                ["raw_files", "params:seed", "params:ingest"],
                 ["items", "interactions", "given_sequences"],
                 name="ingest",
             )

@@ -2,18 +2,46 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
-from singer_rec.prompts import SEQUENCE_TASKS, PromptBuilder
+from singer_rec.params import from_params, rule
+from singer_rec.prompts import SEQUENCE_TASKS, TASKS, PromptBuilder
 
 logger = logging.getLogger(__name__)
 
 
+@dataclass
+class PromptsParams:
+    """``params:prompts``: the task lists of SFT and RL and the templates (several per task)."""
+
+    history_length: int = field(default=10, metadata=rule(ge=1))
+    description_max_chars: int = field(default=400, metadata=rule(ge=1))
+    sft_tasks: list[str] = field(default_factory=lambda: list(TASKS))
+    rl_tasks: list[str] = field(default_factory=lambda: list(TASKS))
+    templates: dict[str, list[str]] = field(default_factory=dict)
+
+    def check(self, where: str) -> None:
+        for key in ("sft_tasks", "rl_tasks"):
+            tasks = getattr(self, key)
+            if not tasks:
+                raise ValueError(f"{where}.{key} must name at least one task of {list(TASKS)}")
+            for task in tasks:
+                if task not in TASKS:
+                    raise ValueError(f"{where}.{key}: unknown task {task!r}; allowed: {list(TASKS)}")
+                if not self.templates.get(task):
+                    raise ValueError(f"{where}.templates.{task}: no template for a task of {where}.{key}")
+        unknown = sorted(set(self.templates) - set(TASKS))
+        if unknown:
+            raise ValueError(f"{where}.templates: unknown task(s) {unknown}; allowed: {list(TASKS)}")
+
+
 def _builder(items: pd.DataFrame, item_sids: pd.DataFrame, params: dict[str, Any], seed: int) -> PromptBuilder:
-    return PromptBuilder(items, item_sids, params["templates"], history_length=params["history_length"],
-                         description_max_chars=params["description_max_chars"], seed=seed)
+    config = from_params(PromptsParams, params, "prompts")
+    return PromptBuilder(items, item_sids, config.templates, history_length=config.history_length,
+                         description_max_chars=config.description_max_chars, seed=seed)
 
 
 def _log_counts(name: str, frame: pd.DataFrame) -> pd.DataFrame:

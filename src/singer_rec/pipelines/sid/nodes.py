@@ -2,15 +2,28 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from singer_rec.sid.rq_kmeans import RQResult, balanced_rq_kmeans, balanced_sizes, dedupe_suffixes
+from singer_rec.params import from_params, rule
 from singer_rec.sid_format import format_sid
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SidParams:
+    """``params:sid``: balanced RQ-KMeans (the seed is the project-wide ``seed``)."""
+
+    num_levels: int = field(default=3, metadata=rule(ge=1))
+    codebook_size: int = field(default=256, metadata=rule(ge=2))   # K <= number of items
+    max_iter: int = field(default=100, metadata=rule(ge=1))
+    tol: float = field(default=1e-7, metadata=rule(ge=0))
+    init_trials: int | None = field(default=None, metadata=rule(ge=1))
 
 
 def check_inputs(items: pd.DataFrame, item_embeddings: np.ndarray) -> None:
@@ -73,16 +86,13 @@ def build_semantic_ids(
     items: pd.DataFrame, item_embeddings: np.ndarray, params: dict[str, Any], seed: int
 ) -> tuple[pd.DataFrame, np.ndarray, dict[str, Any]]:
     """Balanced RQ-KMeans over the item embeddings -> (item_sids, sid_codebooks, sid_report)."""
+    config = from_params(SidParams, params, "sid")
     check_inputs(items, item_embeddings)
+    if config.codebook_size > len(items):
+        raise ValueError(f"sid.codebook_size ({config.codebook_size}) must be <= the number of items ({len(items)})")
     result = balanced_rq_kmeans(
-        item_embeddings,
-        int(params.get("num_levels", 3)),
-        int(params.get("codebook_size", 256)),
-        max_iter=int(params.get("max_iter", 100)),
-        tol=float(params.get("tol", 1e-7)),
-        seed=int(seed),
-        init_trials=params.get("init_trials"),
-        progress=True,
+        item_embeddings, config.num_levels, config.codebook_size, max_iter=config.max_iter, tol=config.tol,
+        seed=int(seed), init_trials=config.init_trials, progress=True,
     )
     suffix, stats = dedupe_suffixes(result.codes)
     table = sid_table(items["item_id"].astype(str).tolist(), result.codes, suffix)

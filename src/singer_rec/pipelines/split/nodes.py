@@ -2,14 +2,40 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
 from singer_rec.data import split
 from singer_rec.data.sources import SEQUENCE_COLUMNS
+from singer_rec.params import from_params, rule
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TimeWindow:
+    """``split.time_window``: keep ``start <= time < end``; ISO date (UTC) or unix seconds; null = open."""
+
+    start: str | int | None = None
+    end: str | int | None = None
+
+
+@dataclass
+class SplitParams:
+    """``params:split``."""
+
+    k_core: int = field(default=5, metadata=rule(ge=1))
+    time_window: TimeWindow = field(default_factory=TimeWindow)
+    max_history: int = field(default=10, metadata=rule(ge=1))
+    protocol: str = field(default="chronological", metadata=rule(choices=split.PROTOCOLS))
+    ratios: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
+
+    def check(self, where: str) -> None:
+        if len(self.ratios) != 3 or any(r < 0 for r in self.ratios) or abs(sum(self.ratios) - 1) > 1e-6:
+            raise ValueError(f"{where}.ratios must be three non-negative shares of train, valid, test "
+                             f"summing to 1, got {self.ratios}")
 
 
 def _check_known_items(items: pd.DataFrame, table: pd.DataFrame, columns: list[str], name: str) -> None:
@@ -46,6 +72,7 @@ def split_sequences(
     sliding-window rows (``max_history``) -> ``protocol`` (``chronological`` 8:1:1 by target
     time with ``ratios``, or ``leave_last_out``).
     """
+    config = from_params(SplitParams, params, "split")
     if given_sequences is not None and len(given_sequences) > 0:
         train, valid, test = _given_splits(given_sequences)
         for name, table in (("train", train), ("valid", valid), ("test", test)):
@@ -55,18 +82,16 @@ def split_sequences(
         )
     else:
         _check_known_items(items, interactions, ["item_id"], "interactions")
-        window = params.get("time_window") or {}
-        protocol = params.get("protocol", "chronological")
         train, valid, test, n_kept = split.make_sequences(
             interactions,
-            k=int(params.get("k_core", 5)),
-            max_history=int(params.get("max_history", 10)),
-            protocol=protocol,
-            ratios=tuple(params.get("ratios", (0.8, 0.1, 0.1))),
-            start=window.get("start"),
-            end=window.get("end"),
+            k=config.k_core,
+            max_history=config.max_history,
+            protocol=config.protocol,
+            ratios=tuple(config.ratios),
+            start=config.time_window.start,
+            end=config.time_window.end,
         )
-        stats = split.split_statistics(train, valid, test, interactions=n_kept, protocol=protocol)
+        stats = split.split_statistics(train, valid, test, interactions=n_kept, protocol=config.protocol)
     for name, table in (("train", train), ("valid", valid), ("test", test)):
         if table.empty:
             logger.warning("split: the %s split is empty (%s); the data is too small for it", name, stats)

@@ -1,0 +1,189 @@
+"""Typed parameter blocks: a dataclass per stage, built from its ``params:<stage>`` mapping.
+
+``from_params(IngestParams, values, "ingest")`` rejects unknown keys (naming them and listing the
+allowed ones), wrong types and out-of-range values, each error naming the full dotted key
+(``ingest.synthetic.n_users``). Ranges and choices are declared on the fields:
+
+    n_users: int = field(default=400, metadata=rule(ge=2))
+    protocol: str = field(default="chronological", metadata=rule(choices=("chronological", "leave_last_out")))
+
+Nested dataclass fields are built recursively. A class may add cross-field checks in a
+``check(self, where)`` method. ``validate_run_parameters`` checks every known block of a run before
+any node reads data (the project's settings register it as a ``before_pipeline_run`` hook).
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import logging
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from kedro.framework.hooks import hook_impl
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# parameter block -> "module:Class" of its typed config (imported when a run uses that block)
+SCHEMAS: dict[str, str] = {
+    "ingest": "singer_rec.pipelines.ingest.nodes:IngestParams",
+    "split": "singer_rec.pipelines.split.nodes:SplitParams",
+    "embed": "singer_rec.pipelines.embed.nodes:EmbedParams",
+    "sid": "singer_rec.pipelines.sid.nodes:SidParams",
+    "prompts": "singer_rec.pipelines.prompts.nodes:PromptsParams",
+    "evaluate": "singer_rec.pipelines.evaluate.nodes:EvaluateParams",
+}
+
+
+def rule(*, ge: float | None = None, gt: float | None = None, le: float | None = None,
+         lt: float | None = None, choices: tuple | None = None) -> dict[str, Any]:
+    """Field metadata: bounds (``ge``/``gt``/``le``/``lt``) and allowed ``choices``."""
+    return {key: value for key, value in
+            {"ge": ge, "gt": gt, "le": le, "lt": lt, "choices": choices}.items() if value is not None}
+
+
+def _type_name(kind: Any) -> str:
+    return getattr(kind, "__name__", None) or str(kind).replace("typing.", "")
+
+
+def _union_args(kind: Any) -> tuple[Any, ...] | None:
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        return typing.get_args(kind)
+    return None
+
+
+def _convert(value: Any, kind: Any, where: str) -> Any:
+    """``value`` as ``kind`` (int, float, bool, str, list[...], dict[str, ...], X | None, a dataclass)."""
+    members = _union_args(kind)
+    if members is not None:
+        if value is None:
+            if type(None) in members:
+                return None
+            raise ValueError(f"{where} must not be null")
+        errors = []
+        for member in (m for m in members if m is not type(None)):
+            try:
+                return _convert(value, member, where)
+            except ValueError as error:
+                errors.append(str(error))
+        raise ValueError(errors[0] if len(errors) == 1 else f"{where}: {value!r} matches none of "
+                         f"{[_type_name(m) for m in members]}")
+    if value is None:
+        raise ValueError(f"{where} must not be null (expected {_type_name(kind)})")
+    if dataclasses.is_dataclass(kind):
+        return from_params(kind, value, where)
+    origin = typing.get_origin(kind)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{where} must be a list, got {value!r}")
+        (element,) = typing.get_args(kind) or (Any,)
+        return [_convert(v, element, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ValueError(f"{where} must be a mapping, got {value!r}")
+        _, element = typing.get_args(kind) or (str, Any)
+        return {str(k): _convert(v, element, f"{where}.{k}") for k, v in value.items()}
+    if kind is Any:
+        return value
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{where} must be true or false, got {value!r}")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{where} must be an integer, got {value!r}")
+        return value
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    if kind is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{where} must be a string, got {value!r}")
+        return value
+    raise TypeError(f"{where}: unsupported field type {kind!r}")
+
+
+def _check_rule(value: Any, metadata: Mapping[str, Any], where: str) -> None:
+    if value is None:
+        return
+    choices = metadata.get("choices")
+    if choices is not None and value not in choices:
+        raise ValueError(f"{where} must be one of {list(choices)}, got {value!r}")
+    for key, test, words in (("ge", lambda v, b: v >= b, ">="), ("gt", lambda v, b: v > b, ">"),
+                             ("le", lambda v, b: v <= b, "<="), ("lt", lambda v, b: v < b, "<")):
+        if key in metadata and not test(value, metadata[key]):
+            raise ValueError(f"{where} must be {words} {metadata[key]}, got {value!r}")
+
+
+def from_params(cls: type[T], values: Mapping[str, Any] | None, where: str) -> T:
+    """An instance of the dataclass ``cls`` from ``values``; ``where`` is the dotted key of the block."""
+    if values is None:
+        values = {}
+    if dataclasses.is_dataclass(values) and isinstance(values, cls):
+        return values
+    if not isinstance(values, Mapping):
+        raise ValueError(f"{where} must be a mapping of parameters, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(str(k) for k in values if k not in known)
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {[f'{where}.{k}' for k in unknown]}; "
+                         f"allowed keys of {where}: {sorted(known)}")
+    converted = {}
+    for name, value in values.items():
+        key = f"{where}.{name}"
+        converted[name] = _convert(value, hints[name], key)
+        _check_rule(converted[name], known[name].metadata, key)
+    instance = cls(**converted)
+    check = getattr(instance, "check", None)
+    if callable(check):
+        check(where)
+    return instance
+
+
+def schema(block: str) -> type | None:
+    """The typed config class of a parameter block (``SCHEMAS``), or None when it has none here."""
+    target = SCHEMAS.get(block)
+    if target is None:
+        return None
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def validate_run_parameters(blocks: Mapping[str, Any]) -> list[str]:
+    """Build the typed config of every known block in ``blocks``; returns the names checked."""
+    checked = []
+    for block, values in blocks.items():
+        cls = schema(block)
+        if cls is not None:
+            from_params(cls, values, block)
+            checked.append(block)
+    return checked
+
+
+def _used_blocks(pipeline) -> set[str]:
+    """The top-level parameter blocks the pipeline's nodes take (``params:evaluate`` -> evaluate)."""
+    names = set()
+    for node in pipeline.nodes:
+        for name in node.inputs:
+            if name.startswith("params:"):
+                names.add(name[len("params:"):].split(".", 1)[0])
+    return names
+
+
+class ParameterValidationHook:
+    """Checks the parameter blocks a run's nodes take before the first node loads any data."""
+
+    @hook_impl
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
+        blocks = {}
+        for block in sorted(_used_blocks(pipeline)):
+            if block in SCHEMAS:
+                blocks[block] = catalog.load(f"params:{block}")
+        checked = validate_run_parameters(blocks)
+        if checked:
+            logger.info("parameters checked: %s", ", ".join(checked))
