@@ -1,27 +1,48 @@
-"""MLflow tracking without a global run stack.
+"""MLflow tracking without a global run stack, and without letting a broken store stop training.
 
 The project hook (``singer_rec.hooks``) opens one parent run per ``kedro run`` and one child run
-per node tagged ``train`` or ``eval``. It publishes the child run through environment variables,
-so that the node, and any training process the node spawns, log into the same run with the
-functions here. Outside a tracked node every function is a no-op, so the method's code can call
-them unconditionally.
+per tracked node. It publishes the child run through MLflow's own environment variables,
+``MLFLOW_TRACKING_URI`` and ``MLFLOW_RUN_ID``, so that the node, and any training process the node
+spawns, log into the same run with the functions here. Outside a tracked node every function is
+a no-op, so the method's code can call them unconditionally.
+
+A store that fails during a run (server gone, sqlite file turned read-only, disk full) never
+raises here: the first failure for a run is reported once, as one warning line that starts with
+:data:`FAILURE_PREFIX`, and every later call for that run is skipped, so training goes on at full
+speed and the node's outputs are still saved. A training process's warning line is recognised by
+``singer_rec.training.launch``, which marks the run as failed in the node's process too: one
+report per node, however many processes and metrics.
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import os
-from collections.abc import Mapping
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-RUN_ID_ENV = "SINGER_MLFLOW_RUN_ID"
-URI_ENV = "SINGER_MLFLOW_TRACKING_URI"
+logger = logging.getLogger(__name__)
+
+RUN_ID_ENV = "MLFLOW_RUN_ID"  # MLflow's standard variables: mlflow's own fluent API honours them too
+URI_ENV = "MLFLOW_TRACKING_URI"
 MAX_PARAM_CHARS = 6000  # MLflow's limit for one parameter value
+FAILURE_PREFIX = "MLflow logging failed for run"
+FAILURE_LINE = re.compile(re.escape(FAILURE_PREFIX) + r" ([0-9a-f]{32}|[\w.-]+)")
+
+_failed_runs: dict[str, str] = {}  # run id (or a node name before its run exists) -> first error
+_failed_lock = threading.Lock()
+# MLflow's sqlalchemy store logs a full traceback for every failed statement; we report it ourselves
+_NOISY_LOGGERS = ("mlflow.store.db.utils", "urllib3.connectionpool", "mlflow.utils.request_utils")
 
 
-def _client():
+def _client(uri: str | None = None):
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(tracking_uri=os.environ[URI_ENV])
+    return MlflowClient(tracking_uri=uri or os.environ[URI_ENV])
 
 
 def active_run_id() -> str | None:
@@ -29,6 +50,76 @@ def active_run_id() -> str | None:
     if os.environ.get(URI_ENV) and os.environ.get(RUN_ID_ENV):
         return os.environ[RUN_ID_ENV]
     return None
+
+
+def short_error(err: BaseException) -> str:
+    """One line that says what went wrong: sqlalchemy's autoflush/SQL/parameter lines are skipped."""
+    skip = ("(raised as a result of", "[SQL", "[parameters", "(Background on this error")
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith(skip)] or lines or [type(err).__name__]
+    return f"{type(err).__name__}: {useful[0]}"[:400]
+
+
+def run_failed(key: str) -> bool:
+    """True once a failure was reported for this run id (or node name) in this process."""
+    with _failed_lock:
+        return key in _failed_runs
+
+
+def mark_failed(key: str, reason: str = "reported by a training process") -> bool:
+    """Record a failure for ``key`` without logging; True if it was not recorded before."""
+    with _failed_lock:
+        if key in _failed_runs:
+            return False
+        _failed_runs[key] = reason
+        return True
+
+
+def report_failure(key: str, what: str, err: BaseException) -> None:
+    """Warn once per run id (or node name): later calls for the same key stay silent."""
+    reason = short_error(err)
+    if mark_failed(key, reason):
+        logger.warning("%s %s while %s (%s); nothing more is logged to this run, the node goes on and "
+                       "its outputs are saved", FAILURE_PREFIX, key, what, reason)
+
+
+def forget_failures() -> None:
+    """Clear the failure record (a new ``kedro run`` in the same process starts afresh)."""
+    with _failed_lock:
+        _failed_runs.clear()
+
+
+@contextlib.contextmanager
+def _quiet_mlflow() -> Iterator[None]:
+    loggers = [logging.getLogger(name) for name in _NOISY_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def guarded(key: str, what: str, call: Callable[[], Any]) -> Any:
+    """Run one MLflow call for run ``key``; a failure is reported once and returns None."""
+    if run_failed(key):
+        return None
+    try:
+        with _quiet_mlflow():
+            return call()
+    except Exception as err:  # any store error: the training must not die of its bookkeeping
+        if _is_refused_value(err):
+            logger.warning("MLflow refused a value for run %s while %s (%s); skipped", key, what, short_error(err))
+            return None
+        report_failure(key, what, err)
+        return None
+
+
+def _is_refused_value(err: Exception) -> bool:
+    """MLflow's own refusal of one value (a changed parameter): the store itself is fine."""
+    return getattr(err, "error_code", None) == "INVALID_PARAMETER_VALUE"
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "", sep: str = ".") -> dict[str, Any]:
@@ -54,46 +145,67 @@ def numeric_items(tree: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
-def log_params(params: Mapping[str, Any], run_id: str | None = None) -> None:
+def log_params(params: Mapping[str, Any], run_id: str | None = None, uri: str | None = None) -> None:
     run_id = run_id or active_run_id()
     if run_id is None or not params:
         return
     from mlflow.entities import Param
 
-    flat = {k: str(v)[:MAX_PARAM_CHARS] for k, v in flatten(params).items()}
-    client = _client()
-    items = [Param(k, v) for k, v in flat.items()]
-    for start in range(0, len(items), 100):  # the REST/SQL batch limit
-        client.log_batch(run_id, params=items[start : start + 100])
+    items = [Param(k, str(v)[:MAX_PARAM_CHARS]) for k, v in flatten(params).items()]
+
+    def call() -> None:
+        client = _client(uri)
+        for start in range(0, len(items), 100):  # the REST/SQL batch limit
+            client.log_batch(run_id, params=items[start : start + 100])
+
+    guarded(run_id, "logging parameters", call)
 
 
-def log_metrics(metrics: Mapping[str, Any], step: int | None = None, run_id: str | None = None) -> None:
+def log_metrics(metrics: Mapping[str, Any], step: int | None = None, run_id: str | None = None,
+                uri: str | None = None) -> None:
     """Log the numeric values of ``metrics`` (nested dicts are flattened with dots)."""
     run_id = run_id or active_run_id()
     if run_id is None:
         return
-    import time
-
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
     items = [Metric(k.replace("@", "_at_"), v, now, step or 0) for k, v in numeric_items(metrics).items()]
-    client = _client()
-    for start in range(0, len(items), 1000):
-        client.log_batch(run_id, metrics=items[start : start + 1000])
+
+    def call() -> None:
+        client = _client(uri)
+        for start in range(0, len(items), 1000):
+            client.log_batch(run_id, metrics=items[start : start + 1000])
+
+    if items:
+        guarded(run_id, "logging metrics", call)
 
 
-def log_artifact(path: str | os.PathLike, artifact_path: str | None = None, run_id: str | None = None) -> None:
+def log_artifact(path: str | os.PathLike, artifact_path: str | None = None, run_id: str | None = None,
+                 uri: str | None = None) -> None:
+    """Copy a file (or a folder, with its files) into the run's artifacts under ``artifact_path``."""
     run_id = run_id or active_run_id()
     if run_id is None:
         return
-    _client().log_artifact(run_id, str(path), artifact_path)
+
+    def call() -> None:
+        client = _client(uri)
+        if os.path.isdir(path):
+            client.log_artifacts(run_id, str(path), artifact_path)
+        else:
+            client.log_artifact(run_id, str(path), artifact_path)
+
+    guarded(run_id, f"logging the artifact {path}", call)
 
 
-def set_tags(tags: Mapping[str, Any], run_id: str | None = None) -> None:
+def set_tags(tags: Mapping[str, Any], run_id: str | None = None, uri: str | None = None) -> None:
     run_id = run_id or active_run_id()
-    if run_id is None:
+    if run_id is None or not tags:
         return
-    client = _client()
-    for key, value in tags.items():
-        client.set_tag(run_id, key, str(value))
+
+    def call() -> None:
+        client = _client(uri)
+        for key, value in tags.items():
+            client.set_tag(run_id, key, str(value))
+
+    guarded(run_id, "setting tags", call)

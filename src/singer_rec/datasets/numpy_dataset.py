@@ -2,7 +2,7 @@
 
 Saved with ``np.save`` and loaded with ``np.load(allow_pickle=False)``, so only plain numeric arrays
 round-trip (object arrays are refused: no pickle). The file is written next to its destination
-and renamed into place, so an existing file is always complete. Catalog entry::
+and renamed into place, so an existing file is always complete (``singer_rec.datasets.atomic``). Catalog entry::
 
     item_embeddings:
       type: singer_rec.datasets.numpy_dataset.NumpyDataset
@@ -12,12 +12,13 @@ and renamed into place, so an existing file is always complete. Catalog entry::
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 from kedro.io.core import AbstractVersionedDataset, DatasetError, Version
+
+from singer_rec.datasets.atomic import write_atomically
 
 
 class NumpyDataset(AbstractVersionedDataset[np.ndarray, np.ndarray]):
@@ -49,15 +50,11 @@ class NumpyDataset(AbstractVersionedDataset[np.ndarray, np.ndarray]):
             raise DatasetError(f"{self._filepath}: cannot save an object array (no pickle); got dtype object")
         if self._dtype is not None:
             array = array.astype(self._dtype, copy=False)
-        path = Path(self._get_save_path().as_posix())
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
+        def write(tmp: Path) -> None:
             with open(tmp, "wb") as handle:
                 np.save(handle, array, allow_pickle=False)
-            tmp.replace(path)
-        finally:
-            tmp.unlink(missing_ok=True)
+
+        write_atomically(self._get_save_path().as_posix(), write, "array file")
 
     def _exists(self) -> bool:
         try:

@@ -2,8 +2,10 @@
 
 Kedro nodes call :func:`run_training`; the entry module (e.g. ``singer_rec.training.sft``) reads
 its config from ``--config FILE`` and writes its result json to ``config["result_path"]`` if the
-config names one. The child inherits the environment, so MLflow logging
-(``SINGER_MLFLOW_RUN_ID``) lands in the node's run.
+config names one. The child inherits the environment, so MLflow logging (MLflow's standard
+``MLFLOW_TRACKING_URI`` / ``MLFLOW_RUN_ID``) lands in the node's run. When the child reports that
+logging into that run failed (``singer_rec.tracking.FAILURE_PREFIX``), the run is marked failed
+here too, so the node's own logging skips it instead of reporting the same failure again.
 """
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from singer_rec import tracking
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +76,9 @@ def run_training(entry_module: str, config: dict[str, Any], num_processes: int =
             for line in proc.stdout:
                 line = line.rstrip("\n")
                 tail.append(line)
+                failure = tracking.FAILURE_LINE.search(line)
+                if failure:
+                    tracking.mark_failed(failure.group(1), line)
                 logger.info("[%s] %s", entry_module.rsplit(".", 1)[-1], line)
             returncode = proc.wait()
         if returncode != 0:
