@@ -204,8 +204,10 @@ def save_checkpoint(directory: str | os.PathLike, step: int, model: torch.nn.Mod
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
+        # a full disk names only the file: say which checkpoint, and what is kept
+        err.add_note(f"while writing the checkpoint {final}: nothing of it was kept; the older checkpoints are untouched")
         raise
     for old in list_checkpoints(directory)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
