@@ -6,6 +6,10 @@ the baselines pipeline's node functions, so the numbers are the pipeline's. Prin
 writes it as csv.
 
     python benchmarks/baselines_minionerec.py --dataset Industrial_and_Scientific --out /tmp/industrial_baselines.csv
+    python benchmarks/baselines_minionerec.py --methods sasrec --set sasrec.training.patience=15
+
+`--set KEY=VALUE` (repeatable) overrides one entry of the `baselines` parameters by its dotted
+key; VALUE is parsed as YAML (`--set training.learning_rates=[0.001]`).
 """
 from __future__ import annotations
 
@@ -37,6 +41,20 @@ def load_split(path: Path) -> pd.DataFrame:
                          "timestamp": range(len(raw))})
 
 
+def apply_override(params: dict, assignment: str) -> None:
+    """Set ``a.b.c=value`` (value parsed as YAML) inside nested ``params``, creating missing levels."""
+    key, sep, raw = assignment.partition("=")
+    if not sep or not key:
+        raise SystemExit(f"--set expects KEY=VALUE, got {assignment!r}")
+    *parents, leaf = key.split(".")
+    node = params
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise SystemExit(f"--set {key}: {part!r} is not a mapping")
+    node[leaf] = yaml.safe_load(raw)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--dataset", default="Industrial_and_Scientific")
@@ -44,11 +62,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--loss", choices=["bce", "ce"], default=None, help="override baselines.training.loss")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a dotted key of the baselines parameters (YAML value); repeatable")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     params = yaml.safe_load((ROOT / "conf/base/parameters_baselines.yml").read_text())["baselines"]
     if args.loss:
         params["training"]["loss"] = args.loss
+    for assignment in args.set:
+        apply_override(params, assignment)
     items = pd.DataFrame({"item_id": list(json.loads((MINIONEREC / f"index/{args.dataset}.item.json").read_text()))})
     splits = {k: load_split(MINIONEREC / v.format(name=args.dataset)) for k, v in SPLIT_FILES.items()}
     print({k: len(v) for k, v in splits.items()}, "items", len(items))

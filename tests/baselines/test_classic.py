@@ -81,7 +81,7 @@ def test_popularity_counts_train_targets_and_breaks_ties_by_catalogue_order():
     assert m == {"HR@3": 0.5, "NDCG@3": 0.5, "n": 2}
 
 
-@pytest.mark.parametrize("name", ["gru4rec", "caser", "sasrec"])
+@pytest.mark.parametrize("name", ["gru4rec", "caser", "sasrec", "hstu"])
 def test_baseline_learns_the_rule_far_above_popularity(toy, name):
     index, train, valid, test = toy
     popularity = evaluate_popularity(popularity_scores(train, index.num_items), test)
@@ -113,8 +113,8 @@ def test_time_budget_stops_the_grid_after_the_first_point(toy):
 def test_config_rejects_unknown_choices():
     with pytest.raises(ValueError, match="loss must be 'bce' or 'ce'"):
         TrainConfig(loss="bpr")
-    with pytest.raises(ValueError, match="unknown baseline model 'hstu'"):
-        build_model("hstu", 5)
+    with pytest.raises(ValueError, match="unknown baseline model 'bert4rec'"):
+        build_model("bert4rec", 5)
 
 
 def test_prefix_windows_left_pad_every_prefix():
@@ -123,3 +123,24 @@ def test_prefix_windows_left_pad_every_prefix():
     windows = prefix_windows(torch.tensor([[0, 5, 6, 7], [1, 2, 3, 4]]))
     assert windows[0].tolist() == [[0, 0, 0, 0], [0, 0, 0, 5], [0, 0, 5, 6], [0, 5, 6, 7]]
     assert windows[1].tolist() == [[0, 0, 0, 1], [0, 0, 1, 2], [0, 1, 2, 3], [1, 2, 3, 4]]
+
+
+def test_hstu_is_causal_ignores_padding_and_uses_the_relative_bias():
+    """A later item never changes an earlier state; padding slots give zero states; rab[h, i, j] = w[h, j - i + T - 1]."""
+    from singer_rec.baselines.models import RelativePositionBias
+
+    torch.manual_seed(0)
+    model = build_model("hstu", 12, dim=16, num_heads=2, max_len=5, dropout=0.0).eval()
+    sequence = torch.tensor([[0, 3, 4, 5, 6]])
+    changed = sequence.clone()
+    changed[0, 4] = 7
+    with torch.no_grad():
+        states, other = model.states(sequence), model.states(changed)
+    assert torch.allclose(states[0, :4], other[0, :4]) and not torch.allclose(states[0, 4], other[0, 4])
+    assert torch.equal(states[0, 0], model.final_norm(torch.zeros(16)))  # the padded slot carries nothing
+    bias = RelativePositionBias(max_len=3, num_heads=1)
+    with torch.no_grad():
+        bias.weight.copy_(torch.tensor([[10.0, 20.0, 30.0, 40.0, 50.0]]))
+    assert bias(3)[0].tolist() == [[30.0, 40.0, 50.0], [20.0, 30.0, 40.0], [10.0, 20.0, 30.0]]
+    with pytest.raises(ValueError, match="exceeds HSTU max_len 3"):
+        bias(4)

@@ -1,4 +1,4 @@
-"""The classic sequential recommenders as small torch modules: GRU4Rec, Caser, SASRec.
+"""The classic sequential recommenders as small torch modules: GRU4Rec, Caser, SASRec, HSTU.
 
 Every model maps left-padded item-index sequences ``[B, T]`` (0 = padding) to hidden states
 ``[B, T', d]`` where state ``t`` predicts the item after position ``t`` (``T' = T`` for the
@@ -85,6 +85,86 @@ class SASRec(SequentialRecommender):
         return self.final_norm(self.encoder(x, mask=mask))
 
 
+class RelativePositionBias(nn.Module):
+    """A learned scalar per relative position ``j - i`` (HSTU's positional rab; one per head)."""
+
+    def __init__(self, max_len: int, num_heads: int):
+        super().__init__()
+        self.max_len = max_len
+        self.weight = nn.Parameter(torch.zeros(num_heads, 2 * max_len - 1))
+        nn.init.normal_(self.weight, std=0.02)
+
+    def forward(self, length: int) -> torch.Tensor:
+        """``[heads, T, T]`` bias, entry ``[h, i, j]`` = weight of offset ``j - i``."""
+        if length > self.max_len:
+            raise ValueError(f"sequence length {length} exceeds HSTU max_len {self.max_len}")
+        positions = torch.arange(length, device=self.weight.device)
+        offsets = positions[None, :] - positions[:, None] + self.max_len - 1
+        return self.weight[:, offsets]
+
+
+class HSTULayer(nn.Module):
+    """One HSTU block (Zhai et al. 2024, Eq. 1-3): pointwise aggregated attention with SiLU.
+
+    ``U, V, Q, K = split(SiLU(f1(LN(x))))``; ``A = SiLU(Q K^T + rab) / T`` masked to the causal,
+    non-padding keys (no softmax: each key contributes independently); ``y = f2(LN(A V) * U)``;
+    the block returns ``x + dropout(y)``.
+    """
+
+    def __init__(self, dim: int, num_heads: int, max_len: int, dropout: float):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"HSTU dim {dim} must be divisible by num_heads {num_heads}")
+        self.num_heads, self.head_dim = num_heads, dim // num_heads
+        self.input_norm = nn.LayerNorm(dim)
+        self.uvqk = nn.Linear(dim, 4 * dim)
+        self.rab = RelativePositionBias(max_len, num_heads)
+        self.attention_norm = nn.LayerNorm(dim)
+        self.output = nn.Linear(dim, dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """``x [B, T, d]``; ``keep [B, T, T]`` true where query i may aggregate key j."""
+        batch, length, dim = x.shape
+        u, v, q, k = F.silu(self.uvqk(self.input_norm(x))).split(dim, dim=-1)
+        heads = lambda t: t.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)  # noqa: E731
+        scores = heads(q) @ heads(k).transpose(-1, -2) + self.rab(length)  # [B, H, T, T]
+        weights = F.silu(scores) / length * keep.unsqueeze(1)
+        attended = (self.dropout(weights) @ heads(v)).transpose(1, 2).reshape(batch, length, dim)
+        return x + self.dropout(self.output(self.attention_norm(attended) * u))
+
+
+class HSTU(SequentialRecommender):
+    """Zhai et al. 2024, "Actions speak louder than words": stacked HSTU blocks over item embeddings.
+
+    Trained and ranked like SASRec (same losses, dot-product scoring over all items). Our
+    sequences carry no per-event timestamps, so the relative attention bias is positional only
+    (the paper adds a bucketed time-difference term).
+    """
+
+    def __init__(self, num_items: int, dim: int = 64, num_layers: int = 2, num_heads: int = 1,
+                 dropout: float = 0.2, max_len: int = 11, **_):
+        super().__init__(num_items, dim)
+        self.position_embedding = nn.Embedding(max_len, dim)
+        self.dropout = nn.Dropout(dropout)
+        self.layers = nn.ModuleList(HSTULayer(dim, num_heads, max_len, dropout) for _ in range(num_layers))
+        self.final_norm = nn.LayerNorm(dim)
+
+    def states(self, sequences: torch.Tensor) -> torch.Tensor:
+        batch, length = sequences.shape
+        if length > self.position_embedding.num_embeddings:
+            raise ValueError(f"sequence length {length} exceeds HSTU max_len {self.position_embedding.num_embeddings}")
+        valid = sequences != 0
+        positions = torch.arange(length - 1, -1, -1, device=sequences.device)  # newest item = position 0
+        x = self.item_embedding(sequences) * self.dim**0.5 + self.position_embedding(positions)
+        x = self.dropout(x) * valid.unsqueeze(-1)
+        causal = torch.ones(length, length, dtype=torch.bool, device=sequences.device).tril()
+        keep = causal.unsqueeze(0) & valid.unsqueeze(1)  # padding keys contribute nothing
+        for layer in self.layers:
+            x = layer(x, keep) * valid.unsqueeze(-1)
+        return self.final_norm(x)
+
+
 class Caser(SequentialRecommender):
     """Tang & Wang 2018: horizontal and vertical convolutions over the last ``window`` items.
 
@@ -119,7 +199,7 @@ class Caser(SequentialRecommender):
         return z.unsqueeze(1)
 
 
-MODELS: dict[str, type[SequentialRecommender]] = {"gru4rec": GRU4Rec, "caser": Caser, "sasrec": SASRec}
+MODELS: dict[str, type[SequentialRecommender]] = {"gru4rec": GRU4Rec, "caser": Caser, "sasrec": SASRec, "hstu": HSTU}
 
 
 def build_model(name: str, num_items: int, **config) -> SequentialRecommender:

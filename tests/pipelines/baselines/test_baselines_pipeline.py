@@ -23,6 +23,7 @@ TINY_PARAMS = {
     "gru4rec": {"model": {"dim": 32}},
     "caser": {"model": {"dim": 32, "window": 6}},
     "sasrec": {"model": {"dim": 32}, "training": {"loss": "ce"}},
+    "hstu": {"model": {"dim": 32}},
     "tiger": {"hidden_size": 64, "intermediate_size": 128, "num_layers": 2, "num_heads": 4, "max_epochs": 25,
               "patience": 3, "batch_size": 128, "learning_rate": 3.0e-3},
 }
@@ -42,14 +43,14 @@ def test_pipeline_trains_every_baseline_and_collects_the_table(tmp_path):
     })
     pipeline = create_pipeline()
     assert {n.name for n in pipeline.nodes if "train" in n.tags} == {
-        "train_popularity", "train_gru4rec", "train_caser", "train_sasrec", "train_tiger"}
+        "train_popularity", "train_gru4rec", "train_caser", "train_sasrec", "train_hstu", "train_tiger"}
     SequentialRunner().run(pipeline, catalog)
     table = catalog["baseline_metrics"].load()
-    assert table["method"].tolist() == ["Popularity", "GRU4Rec", "Caser", "SASRec", "TIGER"]
+    assert table["method"].tolist() == ["Popularity", "GRU4Rec", "Caser", "SASRec", "HSTU", "TIGER"]
     assert list(table.columns) == ["method", *METRIC_COLUMNS, "n", "wall_time_s"]
     assert (table["n"] == 200).all()
     popularity = table.set_index("method").loc["Popularity", "HR@10"]
-    for method in ["GRU4Rec", "Caser", "SASRec", "TIGER"]:
+    for method in ["GRU4Rec", "Caser", "SASRec", "HSTU", "TIGER"]:
         assert table.set_index("method").loc[method, "HR@10"] >= 0.9 > popularity + 0.5
     sasrec = catalog["baseline_sasrec_metrics"].load()
     assert sasrec["learning_rate"] == 1e-2 and sasrec["grid_points_tried"] == 1
@@ -70,11 +71,11 @@ def test_project_conf_parses_into_valid_settings_and_catalog_entries():
     params = loader["parameters"]
     baselines = params["baselines"]
     TigerConfig(**baselines["tiger"])
-    for name in ["gru4rec", "caser", "sasrec"]:
+    for name in ["gru4rec", "caser", "sasrec", "hstu"]:
         config = TrainConfig(**{**baselines["training"], **baselines[name].get("training", {})})
         assert config.batch_size == 1024 and config.loss == "bce"  # the paper's settings by default
     assert set(params["report"]["include"]) == {"baselines", "sft", "rl"}
     catalog = DataCatalog.from_config(loader["catalog"])
-    for name in ["baseline_metrics", "baseline_sasrec_metrics", "report_sft_metrics", "results_markdown"]:
+    for name in ["baseline_metrics", "baseline_sasrec_metrics", "sft.test_metrics", "results_markdown"]:
         assert name in catalog, name
-    assert catalog["report_rl_metrics"].load() is None or isinstance(catalog["report_rl_metrics"].load(), dict)
+    assert catalog["rl.test_metrics"].load() is None or isinstance(catalog["rl.test_metrics"].load(), dict)

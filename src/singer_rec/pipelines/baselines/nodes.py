@@ -22,7 +22,8 @@ from singer_rec.baselines.training import (
 logger = logging.getLogger(__name__)
 
 METRIC_COLUMNS = ["HR@3", "NDCG@3", "HR@5", "NDCG@5", "HR@10", "NDCG@10"]
-DISPLAY_NAMES = {"popularity": "Popularity", "gru4rec": "GRU4Rec", "caser": "Caser", "sasrec": "SASRec", "tiger": "TIGER"}
+DISPLAY_NAMES = {"popularity": "Popularity", "gru4rec": "GRU4Rec", "caser": "Caser", "sasrec": "SASRec", "hstu": "HSTU",
+                 "tiger": "TIGER"}
 
 
 @contextmanager
@@ -84,6 +85,11 @@ def train_caser(items, train_sequences, valid_sequences, test_sequences, params,
 def train_sasrec(items, train_sequences, valid_sequences, test_sequences, params, seed):
     """SASRec (Kang & McAuley 2018)."""
     return train_sequential_baseline("sasrec", items, train_sequences, valid_sequences, test_sequences, params, seed)
+
+
+def train_hstu(items, train_sequences, valid_sequences, test_sequences, params, seed):
+    """HSTU (Zhai et al. 2024), trained and ranked like SASRec."""
+    return train_sequential_baseline("hstu", items, train_sequences, valid_sequences, test_sequences, params, seed)
 
 
 def train_tiger(item_sids: pd.DataFrame, train_sequences: pd.DataFrame, valid_sequences: pd.DataFrame,

@@ -3,7 +3,8 @@ from kedro.pipeline import Node, Pipeline
 from singer_rec.pipelines.baselines import nodes
 
 SPLITS = ["items", "train_sequences", "valid_sequences", "test_sequences"]
-CLASSIC = {"gru4rec": nodes.train_gru4rec, "caser": nodes.train_caser, "sasrec": nodes.train_sasrec}
+CLASSIC = {"gru4rec": nodes.train_gru4rec, "caser": nodes.train_caser, "sasrec": nodes.train_sasrec,
+           "hstu": nodes.train_hstu}
 
 
 def create_pipeline(**kwargs) -> Pipeline:
