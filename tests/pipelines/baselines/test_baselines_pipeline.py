@@ -76,6 +76,6 @@ def test_project_conf_parses_into_valid_settings_and_catalog_entries():
         assert config.batch_size == 1024 and config.loss == "bce"  # the paper's settings by default
     assert set(params["report"]["include"]) == {"baselines", "sft", "rl"}
     catalog = DataCatalog.from_config(loader["catalog"])
-    for name in ["baseline_metrics", "baseline_sasrec_metrics", "sft.test_metrics", "results_markdown"]:
+    for name in ["baseline_metrics", "baseline_sasrec_metrics", "report_sft_metrics", "results_markdown"]:
         assert name in catalog, name
-    assert catalog["rl.test_metrics"].load() is None or isinstance(catalog["rl.test_metrics"].load(), dict)
+    assert catalog["report_rl_metrics"].load() is None or isinstance(catalog["report_rl_metrics"].load(), dict)
