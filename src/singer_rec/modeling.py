@@ -373,8 +373,9 @@ def save_model_folder(model, tokenizer, meta: Mapping[str, Any], path: str | os.
     try:
         write_model_folder(model, tokenizer, meta, tmp)
         replace_folder_atomically(tmp, path)
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
+        err.add_note(f"while writing the model folder {path}: nothing of it was kept; a folder already there is untouched")
         raise
     return path
 

@@ -90,6 +90,31 @@ def test_model_folder_save_on_a_full_disk_keeps_the_previous_version(tmp_path, m
     assert (second / "singer.json").is_file()  # the finished folder is still there for a retry
 
 
+def test_training_process_model_folder_write_on_a_full_disk_keeps_the_old_folder(tmp_path, monkeypatch):
+    """``modeling.save_model_folder`` (the trainers' final write): the old folder stays whole."""
+    from singer_rec import modeling
+
+    folder = build_tiny_folder(tmp_path / "run" / "model")
+    before = (folder / "model.safetensors").read_bytes()
+    real_write_text = Path.write_text
+
+    def full_at_meta(self, text, *args, **kwargs):
+        if self.name == modeling.META_FILE:  # the last file of a folder: weights and tokenizer went out
+            real_write_text(self, text[:10], *args, **kwargs)
+            raise ENOSPC
+        return real_write_text(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full_at_meta)
+    with pytest.raises(OSError, match="No space left on device") as info:
+        build_tiny_folder(folder)
+    monkeypatch.undo()
+    assert info.value.__notes__ == [f"while writing the model folder {folder}: nothing of it was kept; "
+                                    "a folder already there is untouched"]
+    assert leftovers(folder.parent) == []
+    assert (folder / "model.safetensors").read_bytes() == before
+    modeling.load_model_folder(folder)
+
+
 # ---------------------------------------------------------------------------------------------
 # checkpoints (shared by the SFT and RL trainers)
 # ---------------------------------------------------------------------------------------------
