@@ -174,3 +174,28 @@ def test_unknown_preset_fails_in_the_child_with_a_clear_message(tmp_path):
     cfg = tiny_config(tmp_path, model={"preset": "gpt9"})
     with pytest.raises(TrainingProcessError, match="unknown model preset 'gpt9'"):
         run_training("singer_rec.training.sft", cfg, 1)
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"lrr": 1e-4}, r"unknown sft.train parameter\(s\) \['lrr'\]; known: \[.*'lr'"),
+    ({"lr": -1e-4}, r"sft.train.lr must be > 0, got -0.0001"),
+    ({"patience": "3"}, r"sft.train.patience must be an integer, got '3'"),
+    ({"batch_size": 0}, r"sft.train.batch_size must be >= 1, got 0"),
+    ({"select_metric": "MRR"}, r"sft.train.select_metric 'MRR'; allowed: \['loss', 'HR@3'"),
+    ({"valid_num_beams": 5}, r"valid_num_beams must be >= 10"),
+    ({"epochs": None}, r"sft.train.epochs must not be null"),
+])
+def test_bad_settings_name_the_key_and_the_allowed_values(values, message):
+    with pytest.raises(ValueError, match=message):
+        sft.SFTSettings.from_dict(values)
+
+
+def test_a_misspelled_parameter_fails_in_the_node_before_anything_is_written(tmp_path):
+    from singer_rec.pipelines.sft.nodes import train_sft_model
+
+    paths = tiny_config(tmp_path / "inputs")
+    frames = [pd.read_parquet(paths[k]) for k in ("train_path", "valid_path", "items_path", "item_sids_path")]
+    params = {"model": {"preset": "scratch"}, "train": {"lrr": 1e-4}, "work_dir": str(tmp_path / "work")}
+    with pytest.raises(ValueError, match=r"\['lrr'\]"):
+        train_sft_model(*frames, params, {"templates": {}}, 42)
+    assert not (tmp_path / "work").exists()

@@ -404,6 +404,7 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
         ranked = ranking.evaluate(model, dist, micro, amp_dtype) if ranking is not None else {}
         state["eval_seconds"] += time.time() - t0
         point = {"step": at_step, "train_seconds": round(state["train_seconds"], 3),
+                 "train_cpu_seconds": round(state.get("train_cpu_seconds", 0.0), 3),
                  "wall_seconds": round(time.time() - started, 3), "valid_loss": valid_loss, **ranked}
         state["valid_losses"].append(valid_loss)
         state["valid_curve"].append(point)
@@ -438,7 +439,7 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
         local = [train_examples[i] for i in global_batch[dist.rank :: dist.world_size]]
         tokens_here = sum(sum(1 for x in labs[1:] if x != IGNORE_INDEX) for _, labs in local)
         (global_tokens,) = dist.all_reduce_sum([tokens_here])
-        t0 = time.time()
+        t0, cpu0 = time.time(), time.process_time()
         step_loss = 0.0
         # a rank without a sample of the last, small batch still joins the gradient all-reduce,
         # with one sample at weight 0
@@ -466,6 +467,7 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
         elapsed = time.time() - t0
         state["samples_seen"] += len(global_batch)
         state["train_seconds"] += elapsed
+        state["train_cpu_seconds"] = state.get("train_cpu_seconds", 0.0) + time.process_time() - cpu0
         state["last_train_loss"] = step_loss_sum / max(global_tokens, 1)
         progress.update(1)
         if dist.is_main and step % int(cfg["log_every"]) == 0:
