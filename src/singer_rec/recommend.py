@@ -8,6 +8,8 @@ command line share it, so both see the same prompts and the same decoder.
 from __future__ import annotations
 
 import argparse
+import difflib
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -102,23 +104,63 @@ class SidRecommender:
 
     def resolve_items(self, entries: Sequence[str], titles_only: bool = False) -> list[str]:
         """Item ids for entries given as item ids or exact titles; one error lists every unknown entry."""
-        by_title: dict[str, list[str]] = {}
-        for item, title in self.titles.items():
-            by_title.setdefault(title, []).append(item)
-        resolved, problems = [], []
-        for entry in entries:
-            if not titles_only and entry in self.sid_map:
-                resolved.append(entry)
-            elif len(by_title.get(entry, [])) == 1:
-                resolved.append(by_title[entry][0])
-            elif entry in by_title:
-                problems.append(f"{entry!r} is the title of several items {by_title[entry]}: give the item id")
-            else:
-                kind = "title" if titles_only else "item id or title"
-                problems.append(f"{entry!r} is not a known {kind}")
-        if problems:
-            raise ValueError("unknown history items:\n  " + "\n  ".join(problems))
-        return resolved
+        return resolve_items(entries, self.sid_map, self.titles, titles_only)
+
+
+def closest(entry: str, candidates: Sequence[str], n: int = 3) -> list[str]:
+    """The few candidates most like ``entry`` (difflib's ratio, best first)."""
+    return difflib.get_close_matches(entry, list(candidates), n=n, cutoff=0.5)
+
+
+def resolve_items(entries: Sequence[str], sid_map: dict[str, str], titles: dict[str, str],
+                  titles_only: bool = False) -> list[str]:
+    """Item ids for entries given as item ids or exact titles.
+
+    One ``ValueError`` (one line) names every entry that is unknown, with the closest titles
+    (or ids) as suggestions, or that is the title of several items.
+    """
+    by_title: dict[str, list[str]] = {}
+    for item, title in titles.items():
+        by_title.setdefault(title, []).append(item)
+    resolved, problems = [], []
+    for entry in entries:
+        if not titles_only and entry in sid_map:
+            resolved.append(entry)
+        elif len(by_title.get(entry, [])) == 1:
+            resolved.append(by_title[entry][0])
+        elif entry in by_title:
+            problems.append(f"{entry!r} is the title of several items {by_title[entry]}: give the item id")
+        else:
+            kind = "title" if titles_only else "item id or title"
+            near = closest(entry, by_title) or ([] if titles_only else closest(entry, sid_map))
+            hint = f" (closest: {', '.join(repr(t) for t in near)})" if near else ""
+            problems.append(f"{entry!r} is not a known {kind}{hint}")
+    if problems:
+        raise ValueError("history: " + "; ".join(problems))
+    return resolved
+
+
+def read_checked_meta(folder: Path) -> dict:
+    """The folder's ``singer.json``, checked for what recommending needs; a ``ValueError`` names the file."""
+    path = folder / META_FILE
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from err
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: invalid JSON at line {err.lineno} column {err.colno}: {err.msg}") from err
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(meta).__name__}")
+    sid_map = meta.get("sid_map")
+    if not isinstance(sid_map, dict) or not sid_map:
+        raise ValueError(f"{path}: 'sid_map' must be a non-empty object of item id -> SID, got {sid_map!r:.60}")
+    bad = next((k for k, v in sid_map.items() if not isinstance(v, str) or not v), None)
+    if bad is not None:
+        raise ValueError(f"{path}: sid_map[{bad!r}] must be a SID string, got {sid_map[bad]!r:.60}")
+    for key in ("titles", "templates"):
+        if meta.get(key) is not None and not isinstance(meta[key], dict):
+            raise ValueError(f"{path}: {key!r} must be an object, got {type(meta[key]).__name__}")
+    return meta
 
 
 EXAMPLE = """example:
@@ -135,7 +177,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--model", required=True, help="model folder or versioned model dataset folder")
-    parser.add_argument("--history", required=True, nargs="+", metavar="ITEM",
+    parser.add_argument("--history", required=True, nargs="*", metavar="ITEM",
                         help="the user's items, oldest first: item ids or exact titles")
     parser.add_argument("--titles", action="store_true", help="match every history entry as a title only")
     parser.add_argument("-k", type=int, default=10, help="how many items to print (default 10)")
@@ -150,26 +192,63 @@ def format_table(rows: list[tuple[int, str, float, str, str]]) -> str:
     return "\n".join(lines)
 
 
+class UsageError(ValueError):
+    """A bad argument or input: printed as one line, exit status 2."""
+
+
+def check_request(args: argparse.Namespace) -> list[str]:
+    """The history entries, or a UsageError for an empty history or a -k/--beams below 1."""
+    history = [entry for entry in args.history if entry.strip()]
+    if not history:
+        raise UsageError("--history is empty: give the user's items (ids or titles), oldest first")
+    if args.k < 1:
+        raise UsageError(f"-k {args.k}: must be at least 1")
+    if args.beams is not None and args.beams < 1:
+        raise UsageError(f"--beams {args.beams}: must be at least 1")
+    return history
+
+
+def load_recommender(folder: Path, meta: dict) -> SidRecommender:
+    """The model of a folder whose meta was checked; a broken model or tokenizer is one ValueError."""
+    from singer_rec.modeling import load_model_folder
+
+    try:
+        model, tokenizer, _ = load_model_folder(folder)
+    except Exception as err:  # transformers/safetensors raise many types for a damaged folder
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{folder}: cannot load the model or tokenizer ({type(err).__name__}: {first})") from err
+    return SidRecommender(model, tokenizer, meta)
+
+
+def recommend_rows(args: argparse.Namespace) -> list[tuple[int, str, float, str, str]]:
+    """Everything the command does before printing; any bad input raises ValueError/OSError."""
+    entries = check_request(args)
+    folder = resolve_model_folder(args.model)
+    meta = read_checked_meta(folder)
+    sid_map = {str(k): str(v) for k, v in meta["sid_map"].items()}
+    titles = {str(k): str(v) for k, v in (meta.get("titles") or {}).items()}
+    history = resolve_items(entries, sid_map, titles, titles_only=args.titles)
+    if args.k > len(sid_map):
+        raise UsageError(f"-k {args.k}: the model knows {len(sid_map)} items; use 1 to {len(sid_map)}")
+    recommender = load_recommender(folder, meta)
+    beams = max(args.k, args.beams or 20)
+    items, scores = recommender.recommend([history], k=args.k, num_beams=beams,
+                                          autocast_dtype=torch.bfloat16 if args.bf16 else None)
+    return [(rank, item, score, recommender.sid(item), recommender.titles.get(item, ""))
+            for rank, (item, score) in enumerate(zip(items[0], scores[0]), start=1)]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.k < 1:
-        print("singer-recommend: -k must be ≥ 1", file=sys.stderr)
-        return 2
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # the weight-loading bar would clutter the printed table
     try:
-        recommender = SidRecommender.from_folder(args.model)
-        history = recommender.resolve_items(args.history, titles_only=args.titles)
-        k = min(args.k, recommender.trie.num_items)
-        beams = max(k, args.beams or 20)
-        items, scores = recommender.recommend([history], k=k, num_beams=beams,
-                                              autocast_dtype=torch.bfloat16 if args.bf16 else None)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"singer-recommend: {err}", file=sys.stderr)
+        rows = recommend_rows(args)
+    except (ValueError, OSError) as err:  # FileNotFoundError is an OSError
+        message = " ".join(str(err).split()) or type(err).__name__
+        print(f"singer-recommend: {message}", file=sys.stderr)
         return 2
-    rows = [(rank, item, score, recommender.sid(item), recommender.titles.get(item, ""))
-            for rank, (item, score) in enumerate(zip(items[0], scores[0]), start=1)]
     print(format_table(rows))
     return 0
 
