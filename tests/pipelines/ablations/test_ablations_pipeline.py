@@ -13,6 +13,7 @@ from kedro_datasets.text import TextDataset
 from singer_rec import modeling
 from singer_rec.pipelines.ablations import create_pipeline
 from singer_rec.pipelines.ablations import nodes as ablation_nodes
+from singer_rec.pipelines.ablations import pipeline as ablation_pipeline
 from singer_rec.pipelines.ablations.nodes import variant_settings
 from singer_rec.pipelines.evaluate.nodes import evaluate_test
 
@@ -32,7 +33,11 @@ TINY_SFT = {"num_processes": 1, "resume": True,
 EVALUATE = {"num_beams": 10, "ks": [3, 5, 10], "batch_size": 8, "device": "cpu", "template_index": 0,
             "history_length": 10, "max_rows": None}
 DEFINITIONS = {"sft-only": "sft-only", "singer": {}, "grpo-acc": {"reward": "acc", "sampling": "beam"},
-               "align-none": {"alignment": "none"}}
+               "align-none": {"alignment": "none"}}  # ablations.definitions, one namespace each
+
+
+def _ablation_params(tmp_path) -> dict:
+    return {"work_dir": str(tmp_path / "work"), "definitions": DEFINITIONS, "evaluate": {"max_rows": None}}
 
 
 @pytest.mark.slow
@@ -50,8 +55,7 @@ def test_ablations_write_one_table_with_every_variant(tmp_path, monkeypatch):
         "sft_dataset_train": MemoryDataset(frame), "sft_dataset_valid": MemoryDataset(frame),
         "rl_dataset": MemoryDataset(frame), "items": MemoryDataset(items), "item_sids": MemoryDataset(item_sids),
         "test_sequences": MemoryDataset(test_sequences),
-        "params:ablations": MemoryDataset({"work_dir": str(tmp_path / "work"), "definitions": DEFINITIONS,
-                                           "variants": ["sft-only", "grpo-acc", "align-none"]}),
+        "params:ablations": MemoryDataset(_ablation_params(tmp_path)),
         "params:rl": MemoryDataset({"num_processes": 1, "device": "cpu", "settings": RL_SETTINGS}),
         "params:sft": MemoryDataset(TINY_SFT),
         "params:prompts": MemoryDataset({"templates": {"semantic": [tiny_world.TEMPLATE]}}),
@@ -62,7 +66,7 @@ def test_ablations_write_one_table_with_every_variant(tmp_path, monkeypatch):
         "ablation_table_markdown": TextDataset(filepath=str(tmp_path / "out" / "ablations.md")),
     })
     # the SFT stage is its owner's to test: here it stands in as a recorder that hands back a copy of
-    # the SFT model, so the test checks what the runner asks of it (semantic rows only) and uses
+    # the SFT model, so the test checks what the ablations ask of it (semantic rows only) and use
     sft_calls = []
 
     def sft_without_alignment(train, valid, items_, item_sids_, params, prompts, seed):
@@ -71,24 +75,65 @@ def test_ablations_write_one_table_with_every_variant(tmp_path, monkeypatch):
         shutil.copytree(sft_path, copy)
         return str(copy), {}
 
-    monkeypatch.setattr(ablation_nodes, "train_sft_model", sft_without_alignment)
-    SequentialRunner().run(create_pipeline(), catalog)
-    assert sft_calls == [(["semantic"], ["semantic"], str(tmp_path / "work" / "sft_no_alignment"), 1)]
+    monkeypatch.setattr(ablation_pipeline, "train_sft_model", sft_without_alignment)
+    SequentialRunner().run(create_pipeline(DEFINITIONS), catalog)
+    assert sft_calls == [(["semantic"], ["semantic"], str(tmp_path / "work" / "sft-semantic"), 1)]
     table = pd.read_csv(tmp_path / "out" / "ablations.csv")
-    assert table["variant"].tolist() == ["sft-only", "grpo-acc", "align-none"]
+    assert table["variant"].tolist() == list(DEFINITIONS)
     assert table[["alignment", "sampling", "reward"]].values.tolist() == [
-        ["sft", "-", "-"], ["full", "beam", "acc"], ["none", "beam+prefix", "full"]]
-    assert table["n"].tolist() == [8, 8, 8] and table["rl_steps"].tolist() == [0, 2, 2]
+        ["sft", "-", "-"], ["full", "beam+prefix", "full"], ["full", "beam", "acc"], ["none", "beam+prefix", "full"]]
+    assert table["n"].tolist() == [8, 8, 8, 8] and table["rl_steps"].tolist() == [0, 2, 2, 2]
+    assert table["run"].tolist() == [True] * 4
     # the sft-only row is exactly the evaluate stage's metrics of the SFT model
     _, direct = evaluate_test(sft_path, test_sequences, EVALUATE)
     for metric in ("HR@3", "NDCG@3", "HR@10", "NDCG@10"):
         assert table.loc[0, metric] == pytest.approx(direct[metric])
+    # each RL variant trained in its own work folder (one finished run each)
+    for variant in ("singer", "grpo-acc", "align-none"):
+        runs = [p for p in (tmp_path / "work" / variant).iterdir() if (p / "model" / modeling.META_FILE).is_file()]
+        assert len(runs) == 1, variant
     unseen = catalog["unseen_domain_metrics"].load()
     assert unseen["trained_on"] == str(sft_path)  # found inside the (versioned-like) root
     assert {m: unseen[m] for m in direct if m != "n"} == pytest.approx({m: direct[m] for m in direct if m != "n"})
     markdown = (tmp_path / "out" / "ablations.md").read_text()
     assert markdown.startswith("| variant | alignment | sampling | reward | HR@3 |")
-    assert len(markdown.strip().splitlines()) == 2 + 3
+    assert len(markdown.strip().splitlines()) == 2 + 4
+
+
+def test_one_namespace_per_variant_and_a_table_over_them():
+    pipe = create_pipeline(DEFINITIONS)
+    namespaces = {node.namespace for node in pipe.nodes if node.namespace}
+    assert namespaces == {*DEFINITIONS, "sft-semantic"}
+    # `kedro run --pipeline=ablations --namespaces=grpo-acc`: that variant's nodes only, on the shared inputs
+    one = pipe.filter(node_namespaces=["grpo-acc"])
+    assert sorted(n.name for n in one.nodes) == [
+        "grpo-acc.evaluate_test", "grpo-acc.plot_rl_reward_distribution", "grpo-acc.train_rl_model",
+        "grpo-acc.variant_parameters"]
+    assert one.inputs() == {"sft_model", "rl_dataset", "items", "item_sids", "test_sequences", "params:rl",
+                            "params:evaluate", "params:ablations", "params:prompts", "params:seed"}
+    assert pipe.filter(node_namespaces=["align-none"]).inputs() >= {"sft-semantic.sft_model"}
+    (table,) = [n for n in pipe.nodes if n.name == "build_ablation_table"]
+    assert set(table.inputs) == {"params:ablations", "params:rl", "sft-only.test_metrics", "singer.test_metrics",
+                                 "grpo-acc.test_metrics", "align-none.test_metrics", "singer.rl_report",
+                                 "grpo-acc.rl_report", "align-none.rl_report"}
+
+
+def test_the_table_names_variants_not_run_yet(tmp_path):
+    table, markdown = ablation_nodes.ablation_table(
+        _ablation_params(tmp_path), {"settings": RL_SETTINGS},
+        **{"sft-only.test_metrics": {**{m: 0.5 for m in ablation_nodes.METRICS}, "n": 4}})
+    assert table["run"].tolist() == [True, False, False, False]
+    assert table["n"].tolist() == [4, 0, 0, 0] and table.loc[1:, "HR@10"].isna().all()
+    assert "| singer | full | beam+prefix | full | nan |" in markdown
+
+
+def test_the_project_pipeline_has_a_namespace_per_conf_definition():
+    from singer_rec.pipelines.ablations.pipeline import conf_definitions
+
+    definitions = conf_definitions(PROJECT_ROOT / "conf")
+    assert list(definitions)[:3] == ["sft-only", "singer", "grpo-acc"] and len(definitions) == 12
+    namespaces = {n.namespace for n in create_pipeline(definitions).nodes if n.namespace}
+    assert namespaces == {*definitions, "sft-semantic"}
 
 
 def test_unknown_or_invalid_variant_fails_before_training():
@@ -126,7 +171,7 @@ def test_project_ablation_conf_resolves_and_is_mlflow_safe():
 
     params = OmegaConfigLoader(str(PROJECT_ROOT / "conf"), base_env="base", default_run_env="base")["parameters"]
     ablations = params["ablations"]
-    resolved = variant_settings(ablations["variants"], ablations["definitions"], params["rl"], params["seed"], 10_000)
+    resolved = variant_settings(list(ablations["definitions"]), ablations["definitions"], params["rl"], params["seed"], 10_000)
     assert set(resolved) == set(ablations["definitions"]) and resolved["sft-only"] is None
     assert resolved["acc-rank"]["reward"] == "acc+rank" and resolved["align-rl"]["alignment"] == "rl"
     for key in flatten(params["ablations"], "ablations") | flatten(params["rl"], "rl") | flatten(params["unseen_domain"], "unseen_domain"):

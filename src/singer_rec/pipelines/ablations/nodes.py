@@ -1,39 +1,43 @@
-"""The ablation runner: each variant = overrides of the RL settings (+ which SFT model it starts from),
-trained with the rl stage's node function, evaluated with the evaluate stage's, one table out."""
+"""Ablation nodes (paper Fig. 4): each variant = overrides of the RL settings, trained and evaluated
+by the rl and evaluate stages' own node functions inside the variant's namespace (see pipeline.py);
+these nodes only derive a variant's parameters, pick the semantic-only SFT rows, and gather the table."""
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from singer_rec import modeling, tracking
-from singer_rec.pipelines.evaluate.nodes import _markdown as markdown
-from singer_rec.pipelines.evaluate.nodes import evaluate_test
-from singer_rec.pipelines.rl.nodes import check_rl_params, train_rl_model
-from singer_rec.pipelines.sft.nodes import train_sft_model
+from singer_rec import modeling
+from singer_rec.pipelines.evaluate.nodes import evaluate_test, markdown_table
+from singer_rec.pipelines.rl.nodes import check_rl_params
 from singer_rec.training.rl import retarget_model_folder
 
 logger = logging.getLogger(__name__)
 
 METRICS = ["HR@3", "NDCG@3", "HR@5", "NDCG@5", "HR@10", "NDCG@10"]
 SFT_ONLY = "sft-only"  # a variant without RL: the SFT model itself
+# alignment variants whose SFT stage had no alignment tasks: they start from the semantic-only SFT model
+SEMANTIC_SFT_ALIGNMENTS = ("none", "rl")
+
+
+def is_sft_only(overrides: Any) -> bool:
+    return overrides is None or overrides == SFT_ONLY
 
 
 def variant_settings(names: list[str], definitions: dict[str, Any], rl_params: dict[str, Any], seed: int,
                      num_items: int) -> dict[str, dict[str, Any] | None]:
     """Each named variant's full RL settings (None for ``sft-only``), all validated before any training."""
     if not names:
-        raise ValueError("ablations.variants is empty")
+        raise ValueError("ablations.definitions is empty")
     unknown = [n for n in names if n not in definitions]
     if unknown:
         raise ValueError(f"unknown ablation variant(s) {unknown}; defined in ablations.definitions: {sorted(definitions)}")
     resolved: dict[str, dict[str, Any] | None] = {}
     for name in names:
         overrides = definitions[name]
-        if overrides is None or overrides == SFT_ONLY:
+        if is_sft_only(overrides):
             resolved[name] = None
             continue
         settings = {**(rl_params.get("settings") or {}), **overrides}
@@ -45,68 +49,67 @@ def variant_settings(names: list[str], definitions: dict[str, Any], rl_params: d
     return resolved
 
 
-def _semantic_only(frame: pd.DataFrame, tasks: list[str]) -> pd.DataFrame:
+def variant_evaluate_params(evaluate: dict[str, Any], ablations: dict[str, Any]) -> dict[str, Any]:
+    """The evaluate parameters of every variant: ``evaluate`` with ``ablations.evaluate`` over it."""
+    return {**evaluate, **(ablations.get("evaluate") or {})}
+
+
+def variant_parameters_node(name: str):
+    """The node function of variant ``name``: (its rl parameters, its evaluate parameters), validated."""
+
+    def variant_parameters(start_model: Path, rl: dict[str, Any], evaluate: dict[str, Any],
+                           ablations: dict[str, Any], seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        num_items = len(modeling.read_meta(start_model)["sid_map"])
+        settings = variant_settings([name], ablations["definitions"], rl, seed, num_items)[name]
+        work_dir = str(Path(ablations["work_dir"]) / name)
+        logger.info("ablation %s: rl.settings %s", name, settings)
+        return {**rl, "settings": settings, "work_dir": work_dir}, variant_evaluate_params(evaluate, ablations)
+
+    variant_parameters.__qualname__ = variant_parameters.__name__
+    return variant_parameters
+
+
+def semantic_rows(frame: pd.DataFrame, rl: dict[str, Any]) -> pd.DataFrame:
+    """The rows of the tasks kept without alignment (``rl.settings.semantic_tasks``)."""
+    tasks = list((rl.get("settings") or {}).get("semantic_tasks", ["semantic"]))
     return frame[frame["task"].isin(tasks)].reset_index(drop=True)
 
 
-def run_ablations(sft_model: Path, sft_dataset_train: pd.DataFrame, sft_dataset_valid: pd.DataFrame,
-                  rl_dataset: pd.DataFrame, items: pd.DataFrame, item_sids: pd.DataFrame,
-                  test_sequences: pd.DataFrame, ablations: dict[str, Any], rl_params: dict[str, Any],
-                  sft_params: dict[str, Any], prompts: dict[str, Any], evaluate_params: dict[str, Any],
-                  seed: int) -> tuple[pd.DataFrame, str]:
-    """Train and evaluate every variant of ``ablations.variants``; returns (table, markdown).
+def semantic_sft_params(sft: dict[str, Any], ablations: dict[str, Any]) -> dict[str, Any]:
+    """The sft parameters of the semantic-only SFT model, with its own work folder."""
+    return {**sft, "work_dir": str(Path(ablations["work_dir"]) / "sft-semantic")}
 
-    Alignment variants ``none`` and ``rl`` start from an SFT model trained on the semantic task
-    only (trained here once, with the sft parameters); ``sft`` and ``full`` start from ``sft_model``.
-    """
-    meta = modeling.read_meta(sft_model)
-    variants = variant_settings(list(ablations["variants"]), ablations["definitions"], rl_params, seed,
-                                len(meta["sid_map"]))
-    eval_params = {**evaluate_params, **(ablations.get("evaluate") or {})}
-    work_dir = Path(ablations["work_dir"])
-    sft_without_alignment: Path | None = None
-    rows = []
-    for name, settings in variants.items():
-        started = time.perf_counter()
-        report: dict[str, Any] = {}
-        if settings is None:
-            model, alignment = Path(sft_model), "sft"
-        else:
-            alignment = settings.get("alignment", "full")
-            start = Path(sft_model)
-            if alignment in ("none", "rl"):  # the SFT stage had no alignment tasks
-                if sft_without_alignment is None:
-                    tasks = list(settings.get("semantic_tasks", ["semantic"]))
-                    logger.info("ablations: SFT without alignment tasks (tasks %s)", tasks)
-                    path, _ = train_sft_model(
-                        _semantic_only(sft_dataset_train, tasks), _semantic_only(sft_dataset_valid, tasks), items,
-                        item_sids, {**sft_params, "work_dir": str(work_dir / "sft_no_alignment")}, prompts, seed)
-                    sft_without_alignment = Path(path)
-                start = sft_without_alignment
-            params = {**rl_params, "settings": settings, "work_dir": str(work_dir / "rl")}
-            path, report, _ = train_rl_model(start, rl_dataset, items, item_sids, params, prompts, seed)
-            model = Path(path)
-        train_seconds = time.perf_counter() - started
-        started = time.perf_counter()
-        _, metrics = evaluate_test(model, test_sequences, eval_params)
-        row = {
-            "variant": name,
-            "alignment": alignment,
-            "sampling": "-" if settings is None else settings.get("sampling", "beam+prefix"),
-            "reward": "-" if settings is None else settings.get("reward", "full"),
-            **{m: float(metrics[m]) for m in METRICS},
-            "n": int(metrics["n"]),
-            "rl_steps": int(report.get("steps", 0)),
-            "probe_hit_rate_after": float(report.get("probe_hit_rate_after", float("nan"))),
-            # the training process's own wall time (also right for a reused finished run), else this node's
-            "train_seconds": round(float(report.get("wall_seconds", train_seconds)), 1),
-            "eval_seconds": round(time.perf_counter() - started, 1),
-        }
-        rows.append(row)
-        tracking.log_metrics({f"{name}.{m}": row[m] for m in METRICS})
-        logger.info("ablation %s: %s", name, {m: round(row[m], 4) for m in METRICS})
+
+def variant_row(name: str, overrides: Any, metrics: dict | None, report: dict | None,
+                rl_settings: dict[str, Any]) -> dict[str, Any]:
+    """One row of the ablation table (metrics NaN and ``run`` False for a variant not run yet)."""
+    settings = None if is_sft_only(overrides) else {**rl_settings, **overrides}
+    report = report or {}
+    return {
+        "variant": name,
+        "alignment": "sft" if settings is None else settings.get("alignment", "full"),
+        "sampling": "-" if settings is None else settings.get("sampling", "beam+prefix"),
+        "reward": "-" if settings is None else settings.get("reward", "full"),
+        **{m: float(metrics[m]) if metrics else float("nan") for m in METRICS},
+        "n": int(metrics["n"]) if metrics else 0,
+        "rl_steps": int(report.get("steps", 0)),
+        "probe_hit_rate_after": float(report.get("probe_hit_rate_after", float("nan"))),
+        "train_seconds": round(float(report.get("wall_seconds", 0.0)), 1),  # the training process's wall time
+        "run": metrics is not None,
+    }
+
+
+def ablation_table(ablations: dict[str, Any], rl: dict[str, Any], **results: dict | None) -> tuple[pd.DataFrame, str]:
+    """(table, markdown) over every variant of ``ablations.definitions``, from the variants' own
+    ``<variant>.test_metrics`` and ``<variant>.rl_report`` (None for a variant not run yet)."""
+    rows = [variant_row(name, overrides, results.get(f"{name}.test_metrics"), results.get(f"{name}.rl_report"),
+                        rl.get("settings") or {})
+            for name, overrides in ablations["definitions"].items()]
+    missing = [row["variant"] for row in rows if not row["run"]]
+    if missing:
+        logger.warning("ablation table: not run yet: %s (kedro run --pipeline=ablations --namespaces=...)", missing)
     table = pd.DataFrame(rows)
-    return table, markdown(table) + "\n"
+    return table, markdown_table(table) + "\n"
 
 
 def evaluate_unseen_domain(items: pd.DataFrame, item_sids: pd.DataFrame, test_sequences: pd.DataFrame,

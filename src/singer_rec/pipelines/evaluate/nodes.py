@@ -165,7 +165,7 @@ def _bar_figure(x, heights, title: str, xlabel: str, ylabel: str, labels=None, c
     return figure
 
 
-def _markdown(frame: pd.DataFrame) -> str:
+def markdown_table(frame: pd.DataFrame) -> str:
     header = "| " + " | ".join(map(str, frame.columns)) + " |"
     rule = "|" + "---|" * len(frame.columns)
     body = ["| " + " | ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row) + " |"
@@ -187,10 +187,10 @@ def build_report(model_folder: Path, test_sequences: pd.DataFrame, test_predicti
         f"# Evaluation of `{Path(model_folder).as_posix()}`",
         f"Test rows: {n}; valid rows: {int(valid_metrics.get('n', 0))}. Item-level metrics, constrained beam search "
         f"({len(hits) - 1} beams, no length normalisation).",
-        _markdown(metrics),
-        "## Top-1 prediction: SID levels matching the target", _markdown(depth),
-        "## HR@10 by history length", _markdown(by_length),
-        "## Hit ranks", _markdown(hits),
+        markdown_table(metrics),
+        "## Top-1 prediction: SID levels matching the target", markdown_table(depth),
+        "## HR@10 by history length", markdown_table(by_length),
+        "## Hit ranks", markdown_table(hits),
         "Plots: `hit_rank.png`, `hr_by_history_length.png`, `sid_depth.png`.",
     ]) + "\n"
     found = hits[hits["rank"] != "miss"]
