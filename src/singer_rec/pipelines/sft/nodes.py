@@ -13,6 +13,7 @@ import pandas as pd
 from singer_rec import modeling
 from singer_rec.training import sft
 from singer_rec.training.launch import run_training
+from singer_rec.training.workdirs import clean_finished_runs
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ def train_sft_model(sft_dataset_train: pd.DataFrame, sft_dataset_valid: pd.DataF
     run_dir = Path(params["work_dir"]) / _fingerprint(config, {**frames, "items": items, "item_sids": item_sids})
     if not params.get("resume", True):
         shutil.rmtree(run_dir, ignore_errors=True)
+    clean_finished_runs(params["work_dir"], int(params.get("keep_finished_runs", 2)), current=run_dir)
     inputs = run_dir / "inputs"
     inputs.mkdir(parents=True, exist_ok=True)
     paths = {"train_path": inputs / "train.parquet", "valid_path": inputs / "valid.parquet",
