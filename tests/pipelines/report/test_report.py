@@ -8,6 +8,7 @@ from kedro.runner import SequentialRunner
 
 from singer_rec.datasets.optional import OptionalDataset
 from singer_rec.pipelines.report import create_pipeline
+from singer_rec.baselines.report import METRICS
 from singer_rec.pipelines.report.nodes import build_report
 
 BASELINES = pd.DataFrame([
@@ -15,7 +16,8 @@ BASELINES = pd.DataFrame([
     {"method": "Popularity", "HR@3": 0.045, "NDCG@3": 0.039, "HR@5": 0.053, "NDCG@5": 0.042, "HR@10": 0.061, "NDCG@10": 0.045, "n": 10, "wall_time_s": 0.1},
     {"method": "MyNew", "HR@3": 0.01, "NDCG@3": 0.01, "HR@5": 0.01, "NDCG@5": 0.01, "HR@10": 0.01, "NDCG@10": 0.01, "n": 10, "wall_time_s": 0.1},
 ])
-SFT = {"HR@3": 0.07, "NDCG@3": 0.06, "HR@5": 0.08, "NDCG@5": 0.065, "HR@10": 0.11, "NDCG@10": 0.075, "n": 10}
+SFT = {"HR@3": 0.07, "NDCG@3": 0.06, "HR@5": 0.08, "NDCG@5": 0.065, "HR@10": 0.11, "NDCG@10": 0.075, "n": 10,
+       "wall_time_s": 250.0}
 PARAMS = {
     "title": "Industrial (partial train)",
     "include": ["baselines", "sft", "rl"],
@@ -28,14 +30,16 @@ PAPER = {"Industrial": {"Traditional": {"SASRec": [0.0790, 0.0700, 0.0909, 0.074
 
 EXPECTED_MARKDOWN = """# Results: Industrial (partial train)
 
-Our runs: the same train/valid/test splits and the same metric code for every method (HR@K, NDCG@K at item level over the full item set). Best value per column in bold.
+Our runs: the same train/valid/test splits and the same metric code for every method (HR@K, NDCG@K at item level over the full item set); wall s = the method's training + test time where it is recorded. Best value per column in bold; 'not run' = no result in this run.
 
-| Group | Method | HR@3 | NDCG@3 | HR@5 | NDCG@5 | HR@10 | NDCG@10 |
-|---|---|---:|---:|---:|---:|---:|---:|
-| Traditional | Popularity | 0.0450 | 0.0390 | 0.0530 | 0.0420 | 0.0610 | 0.0450 |
-|  | SASRec | 0.0500 | 0.0400 | 0.0600 | 0.0450 | 0.1000 | 0.0700 |
-| Ours | SINGER-SFT | **0.0700** | **0.0600** | **0.0800** | **0.0650** | **0.1100** | **0.0750** |
-| Other | MyNew | 0.0100 | 0.0100 | 0.0100 | 0.0100 | 0.0100 | 0.0100 |
+| Group | Method | HR@3 | NDCG@3 | HR@5 | NDCG@5 | HR@10 | NDCG@10 | wall s | paper HR@10 | paper NDCG@10 |
+|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|
+| Traditional | Popularity | 0.0450 | 0.0390 | 0.0530 | 0.0420 | 0.0610 | 0.0450 | 0.1 |  |  |
+|  | GRU4Rec | not run |  |  |  |  |  |  |  |  |
+|  | SASRec | 0.0500 | 0.0400 | 0.0600 | 0.0450 | 0.1000 | 0.0700 | 3.0 | 0.1088 | 0.0806 |
+| Ours | SINGER-SFT | **0.0700** | **0.0600** | **0.0800** | **0.0650** | **0.1100** | **0.0750** | 250 |  |  |
+|  | SINGER | not run |  |  |  |  |  |  | 0.1744 | 0.1276 |
+| Other | MyNew | 0.0100 | 0.0100 | 0.0100 | 0.0100 | 0.0100 | 0.0100 | 0.1 |  |  |
 
 Not in this run (input absent): SINGER.
 
@@ -49,13 +53,13 @@ Trained on the full MiniOneRec train split (the data here holds only part of it)
 | Ours | SINGER | **0.1256** | **0.1112** | **0.1453** | **0.1192** | **0.1744** | **0.1276** |
 """
 
-EXPECTED_CSV = """block,group,method,HR@3,NDCG@3,HR@5,NDCG@5,HR@10,NDCG@10
-this run,Traditional,Popularity,0.045,0.039,0.053,0.042,0.061,0.045
-this run,Traditional,SASRec,0.05,0.04,0.06,0.045,0.1,0.07
-this run,Ours,SINGER-SFT,0.07,0.06,0.08,0.065,0.11,0.075
-this run,Other,MyNew,0.01,0.01,0.01,0.01,0.01,0.01
-paper Table 1 (full train split),Traditional,SASRec,0.079,0.07,0.0909,0.0748,0.1088,0.0806
-paper Table 1 (full train split),Ours,SINGER,0.1256,0.1112,0.1453,0.1192,0.1744,0.1276
+EXPECTED_CSV = """group,method,status,HR@3,NDCG@3,HR@5,NDCG@5,HR@10,NDCG@10,wall_time_s,paper HR@3,paper NDCG@3,paper HR@5,paper NDCG@5,paper HR@10,paper NDCG@10
+Traditional,Popularity,run,0.045,0.039,0.053,0.042,0.061,0.045,0.1,,,,,,
+Traditional,GRU4Rec,not run,,,,,,,,,,,,,
+Traditional,SASRec,run,0.05,0.04,0.06,0.045,0.1,0.07,3.0,0.079,0.07,0.0909,0.0748,0.1088,0.0806
+Ours,SINGER-SFT,run,0.07,0.06,0.08,0.065,0.11,0.075,250.0,,,,,,
+Ours,SINGER,not run,,,,,,,,0.1256,0.1112,0.1453,0.1192,0.1744,0.1276
+Other,MyNew,run,0.01,0.01,0.01,0.01,0.01,0.01,0.1,,,,,,
 """
 
 
@@ -69,9 +73,24 @@ def test_report_from_fixed_inputs_equals_expected_table():
 def test_report_with_only_model_metrics_and_no_anchors():
     params = {**PARAMS, "anchors_dataset": None, "include": ["sft", "rl"]}
     table, markdown, _ = build_report(BASELINES, SFT, {**SFT, "HR@3": 0.2}, params, PAPER)
-    assert table["method"].tolist() == ["SINGER-SFT", "SINGER"]
-    assert "Published numbers" not in markdown and "Not in this run" not in markdown
+    assert table["method"].tolist() == ["Popularity", "GRU4Rec", "SASRec", "SINGER-SFT", "SINGER"]
+    assert table["status"].tolist() == ["not run"] * 3 + ["run"] * 2
+    assert "Published numbers" not in markdown and "Not in this run" not in markdown and "paper HR@10" not in markdown
+    assert "| Traditional | Popularity | not run |  |" in markdown
     assert "| Ours | SINGER-SFT | 0.0700 |" in markdown and "|  | SINGER | **0.2000** |" in markdown
+
+
+def test_table1_appends_anchored_methods_the_groups_leave_out_and_rejects_repeats():
+    from singer_rec.baselines.report import table1
+
+    anchors = {"Generative": {"HSTU": [0.1] * 6}, "Traditional": {"SASRec": [0.2] * 6}}
+    table = table1([{"method": "SASRec", **dict.fromkeys(METRICS, 0.3), "wall_time_s": 5.0}],
+                   {"Traditional": ["SASRec"]}, anchors)
+    assert table[["group", "method", "status"]].values.tolist() == [["Traditional", "SASRec", "run"],
+                                                                    ["Generative", "HSTU", "not run"]]
+    assert table["paper HR@10"].tolist() == [0.2, 0.1] and table["wall_time_s"].iloc[0] == 5.0
+    with pytest.raises(ValueError, match="lists a method twice"):
+        table1([], {"A": ["SASRec"], "B": ["SASRec"]})
 
 
 def test_report_errors():
@@ -87,9 +106,9 @@ def test_report_pipeline_runs_with_absent_optional_inputs(tmp_path):
     """Real runner; sft metrics from a json file, rl metrics file absent -> OptionalDataset loads None."""
     (tmp_path / "sft.json").write_text(json.dumps(SFT))
     catalog = DataCatalog({
-        "report_baseline_metrics": MemoryDataset(BASELINES),
-        "report_sft_metrics": OptionalDataset({"type": "json.JSONDataset", "filepath": str(tmp_path / "sft.json")}),
-        "report_rl_metrics": OptionalDataset({"type": "json.JSONDataset", "filepath": str(tmp_path / "absent.json")}),
+        "baseline_metrics": MemoryDataset(BASELINES),
+        "sft.test_metrics": OptionalDataset({"type": "json.JSONDataset", "filepath": str(tmp_path / "sft.json")}),
+        "rl.test_metrics": OptionalDataset({"type": "json.JSONDataset", "filepath": str(tmp_path / "absent.json")}),
         "params:report": MemoryDataset(PARAMS),
         "params:paper_table1": MemoryDataset(PAPER),
         "results_table": MemoryDataset(),
@@ -120,12 +139,12 @@ def test_paper_table1_in_conf_matches_the_paper_text(project_root):
                 assert "\t".join(f"{v:.4f}" for v in values) in text, values
 
 
-def test_optional_dataset_is_read_only_and_needs_a_type(tmp_path):
+def test_optional_dataset_loads_none_until_saved_and_needs_a_type(tmp_path):
     from kedro.io import DatasetError
 
     dataset = OptionalDataset({"type": "json.JSONDataset", "filepath": str(tmp_path / "x.json")})
     assert dataset.load() is None and not dataset.exists()
-    with pytest.raises(DatasetError, match="read-only"):
-        dataset.save({"a": 1})
+    dataset.save({"a": 1})  # writes through: the producing stage and the report share one entry
+    assert dataset.exists() and dataset.load() == {"a": 1}
     with pytest.raises(DatasetError, match="needs 'dataset'"):
         OptionalDataset({"filepath": "x.json"})

@@ -13,7 +13,11 @@ logger = logging.getLogger(__name__)
 
 def build_report(baseline_metrics: pd.DataFrame | None, sft_metrics: dict | None, rl_metrics: dict | None,
                  params: dict[str, Any], paper_table1: dict[str, Any]):
-    """Results table (csv), its markdown and a bar chart from whichever inputs are present.
+    """Table 1 (csv), its markdown and a bar chart from whichever inputs are present.
+
+    Rows follow ``params["groups"]`` (the paper's Table 1 order); a listed method without a result
+    reads 'not run'. ``params["model_names"]`` names the sft and rl results (e.g. sft -> LC-Rec,
+    rl -> SINGER, or MiniOneRec for an RL run with MiniOneRec's settings).
 
     ``params["include"]`` lists the inputs to use (baselines, sft, rl); an included input that is
     absent is named in the report instead of failing; nothing present at all is an error.
@@ -35,11 +39,9 @@ def build_report(baseline_metrics: pd.DataFrame | None, sft_metrics: dict | None
                          "run the baselines or evaluate pipelines first")
     if missing:
         logger.warning("report without: %s", ", ".join(missing))
-    ours = report.grouped_table(rows, params["groups"], report.OURS_BLOCK)
     anchors_key = params.get("anchors_dataset")
     if anchors_key and anchors_key not in paper_table1:
         raise ValueError(f"report.anchors_dataset: {anchors_key!r} is not in paper_table1 ({sorted(paper_table1)})")
-    anchors = report.anchor_table(paper_table1[anchors_key]) if anchors_key else None
-    markdown = report.report_markdown(ours, anchors, params["title"], missing, anchors_key)
-    table = pd.concat([ours, anchors], ignore_index=True) if anchors is not None else ours
-    return table, markdown, report.bar_chart(ours, params["title"])
+    table = report.table1(rows, params["groups"], paper_table1[anchors_key] if anchors_key else None)
+    markdown = report.report_markdown(table, params["title"], missing, anchors_key)
+    return table, markdown, report.bar_chart(table, params["title"])
