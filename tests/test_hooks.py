@@ -1,4 +1,5 @@
 """The MLflow hook against a real sqlite store, under the sequential, thread and parallel runners."""
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -110,3 +111,86 @@ def test_tracking_is_noop_outside_tracked_nodes(monkeypatch):
     assert tracking.active_run_id() is None
     tracking.log_metrics({"a": 1})  # must not raise
     assert tracking.numeric_items({"a": {"b": 1, "c": "x", "d": float("nan")}, "e": True}) == {"a.b": 1.0, "e": 1.0}
+
+
+def test_plots_reports_and_model_folders_reach_the_node_runs(tmp_path, monkeypatch):
+    """A report node (no train/eval tag) gets a child run holding its plot and markdown; a model
+    folder saved by a train node is referenced by path and fingerprint tags (and, under the size
+    limit, copied as artifacts)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from singer_rec.datasets.model_folder import folder_fingerprint
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    hook = MlflowTrackingHook()
+    hook.after_context_created(SimpleNamespace(
+        config_loader={"mlflow": {"mlflow": {"experiment": "a", "model_artifact_max_mb": 1}}},
+        project_path=tmp_path, env="test", params={}))
+
+    def train(x):
+        folder = tmp_path / "work" / "model"
+        folder.mkdir(parents=True)
+        (folder / "singer.json").write_text('{"preset": "scratch", "sid_map": {}}')
+        (folder / "model.safetensors").write_bytes(b"weights")
+        return str(folder), {"loss": 0.25}
+
+    def report(model, metrics):
+        figure, axis = plt.subplots()
+        axis.plot([1, 2], [metrics["loss"], 0.1])
+        return figure, f"# Report\n\nloss {metrics['loss']}\n"
+
+    pipeline = Pipeline([
+        node(train, "x", ["model", "train_metrics"], name="train", tags=["train"]),
+        node(report, ["model", "train_metrics"], ["loss_plot", "report_md"], name="report"),
+        node(square, "x", "x_squared", name="square"),  # neither tagged nor writing a file: no run
+    ])
+    catalog = DataCatalog.from_config({
+        "model": {"type": "singer_rec.datasets.model_folder.ModelFolderDataset",
+                  "filepath": str(tmp_path / "06_models" / "model"), "versioned": True},
+        "loss_plot": {"type": "matplotlib.MatplotlibDataset", "filepath": str(tmp_path / "08" / "loss.png"),
+                      "versioned": True},
+        "report_md": {"type": "text.TextDataset", "filepath": str(tmp_path / "08" / "report.md")},
+    })
+    catalog["x"] = MemoryDataset(3)
+    manager = _create_hook_manager()
+    manager.register(hook)
+    hook.before_pipeline_run({"pipeline_name": "art"}, pipeline, catalog)
+    SequentialRunner().run(pipeline, catalog, hook_manager=manager)
+    hook.after_pipeline_run({}, {}, pipeline, catalog)
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = {r.data.tags.get("kedro.node"): r for r in client.search_runs([client.get_experiment_by_name("a").experiment_id])}
+    assert set(runs) == {None, "train", "report"}  # the parent, two child runs
+    saved = catalog.load("model")
+    train_run, report_run = runs["train"], runs["report"]
+    assert train_run.data.tags["model.path"] == str(saved.resolve())
+    assert train_run.data.tags["model.fingerprint"] == folder_fingerprint(saved) == folder_fingerprint(
+        tmp_path / "06_models" / "model" / saved.parent.name / "model")
+    assert len(train_run.data.tags["model.fingerprint"]) == 16
+    assert sorted(a.path for a in client.list_artifacts(train_run.info.run_id, "models/model")) == [
+        "models/model/model.safetensors", "models/model/singer.json"]
+    assert train_run.data.metrics == {"train_metrics.loss": 0.25}
+    assert sorted(a.path for a in client.list_artifacts(report_run.info.run_id)) == ["loss.png", "report.md"]
+    assert Path(report_run.info.artifact_uri.removeprefix("file://")).is_relative_to(tmp_path / "mlruns")
+    assert {r.info.status for r in runs.values()} == {"FINISHED"}
+
+
+def test_fingerprint_follows_content_and_names():
+    import tempfile
+
+    from singer_rec.datasets.model_folder import folder_fingerprint
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "a").mkdir()
+        (root / "a" / "w.bin").write_bytes(b"1")
+        first = folder_fingerprint(root / "a")
+        (root / "a" / "w.bin").write_bytes(b"2")
+        assert folder_fingerprint(root / "a") != first
+        (root / "a" / "w.bin").write_bytes(b"1")
+        assert folder_fingerprint(root / "a") == first
+        (root / "a" / "w.bin").rename(root / "a" / "v.bin")
+        assert folder_fingerprint(root / "a") != first
