@@ -12,6 +12,7 @@ import logging
 import shutil
 import socket
 import sqlite3
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -216,3 +217,24 @@ def test_no_custom_mlflow_variables_are_left_in_the_code():
                  if "SINGER_MLFLOW" in p.read_text(encoding="utf-8")]
     assert offenders == []
     assert (tracking.URI_ENV, tracking.RUN_ID_ENV) == ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID")
+
+
+@pytest.mark.slow
+def test_kedro_run_with_an_unreachable_store_fails_before_reading_data(tmp_path):
+    """The real command: ``kedro run`` stops with the store's message and writes no data."""
+    import os
+    import subprocess
+
+    sys.path.insert(0, str(HERE.parent))
+    from test_end_to_end import _project_copy
+
+    root = _project_copy(tmp_path)
+    uri = f"http://127.0.0.1:{closed_port()}"
+    env = dict(os.environ, KEDRO_DISABLE_TELEMETRY="true", MLFLOW_TRACKING_URI=uri, COLUMNS="200")
+    run = subprocess.run([sys.executable, "-m", "kedro", "run", "--to-nodes=build_semantic_ids"], cwd=root,
+                         env=env, capture_output=True, text=True, timeout=300)
+    output = " ".join((run.stdout + run.stderr).split())
+    assert run.returncode != 0
+    assert f"TrackingStoreError: MLflow tracking store {uri} cannot be written: the server does not answer" in output
+    assert "Running node" not in output
+    assert not (root / "data").exists() or not [p for p in (root / "data").rglob("*") if p.is_file()]
