@@ -131,6 +131,9 @@ def test_plots_reports_and_model_folders_reach_the_node_runs(tmp_path, monkeypat
         project_path=tmp_path, env="test", params={}))
 
     def train(x):
+        for step in (1, 2, 3):
+            tracking.log_metrics({"train_loss": 1.0 / step, "lr": 0.1}, step=step)
+        tracking.log_metrics({"samples": 7})  # one step only: not a curve
         folder = tmp_path / "work" / "model"
         folder.mkdir(parents=True)
         (folder / "singer.json").write_text('{"preset": "scratch", "sid_map": {}}')
@@ -172,10 +175,29 @@ def test_plots_reports_and_model_folders_reach_the_node_runs(tmp_path, monkeypat
     assert len(train_run.data.tags["model.fingerprint"]) == 16
     assert sorted(a.path for a in client.list_artifacts(train_run.info.run_id, "models/model")) == [
         "models/model/model.safetensors", "models/model/singer.json"]
-    assert train_run.data.metrics == {"train_metrics.loss": 0.25}
+    assert train_run.data.metrics == {"train_metrics.loss": 0.25, "train_loss": 1 / 3, "lr": 0.1, "samples": 7}
+    assert sorted(a.path for a in client.list_artifacts(train_run.info.run_id)) == ["models", "training_curves.png"]
+    curves = Path(client.download_artifacts(train_run.info.run_id, "training_curves.png", str(tmp_path)))
+    assert curves.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(a.path for a in client.list_artifacts(report_run.info.run_id)) == ["loss.png", "report.md"]
     assert Path(report_run.info.artifact_uri.removeprefix("file://")).is_relative_to(tmp_path / "mlruns")
     assert {r.info.status for r in runs.values()} == {"FINISHED"}
+
+
+def test_curves_are_the_metrics_logged_at_several_steps(tmp_path):
+    from singer_rec.curves import curves_figure, metric_histories
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'c.db'}")
+    run_id = client.create_run(client.create_experiment("c")).info.run_id
+    for step, (loss, kl) in enumerate([(2.0, 0.0), (1.5, 0.1), (1.0, 0.3)], start=1):
+        tracking.log_metrics({"rl": {"loss": loss, "kl": kl}}, step=step, run_id=run_id, uri=f"sqlite:///{tmp_path / 'c.db'}")
+    client.log_metric(run_id, "final", 9.0)
+    curves = metric_histories(client, run_id)
+    assert curves == {"rl.kl": [(1, 0.0), (2, 0.1), (3, 0.3)], "rl.loss": [(1, 2.0), (2, 1.5), (3, 1.0)]}
+    figure = curves_figure(curves, title="t")
+    assert [axis.get_title() for axis in figure.axes] == ["rl.kl", "rl.loss"]
+    with pytest.raises(ValueError, match="no curve to draw"):
+        curves_figure({})
 
 
 def test_fingerprint_follows_content_and_names():

@@ -4,7 +4,9 @@ A node is tracked when it is tagged ``train`` or ``eval``, or when it writes a p
 (a local file whose suffix is in ``artifact_suffixes``). Its ``params:`` inputs become run
 parameters, its dict outputs metrics, its saved plots/reports artifacts, and every model folder
 it saves (``ModelFolderDataset``) is referenced by two tags, ``<dataset>.path`` and
-``<dataset>.fingerprint``. The child run stays open until the node's last output is saved.
+``<dataset>.fingerprint``. A ``train`` node's run also gets ``training_curves.png``: every
+metric it logged at several steps (``singer_rec.curves``). The child run stays open until the
+node's last output is saved.
 
 It talks to MLflow through explicit run ids (``MlflowClient``), never the fluent run stack, so
 it behaves the same under the sequential, thread and parallel runners. While a pipeline runs it
@@ -120,6 +122,7 @@ class MlflowTrackingHook:
         self._child_runs: dict[str, str] = {}
         self._pending: dict[str, set[str]] = {}  # node -> outputs not saved yet
         self._catalogs: dict[str, Any] = {}
+        self._curve_nodes: set[str] = set()  # train nodes: their run gets a training-curves plot
         self._saved_env: dict[str, str | None] = {}
         self._lock = threading.Lock()
         self._project_path = Path.cwd()
@@ -277,6 +280,8 @@ class MlflowTrackingHook:
             self._child_runs[node.name] = child
             self._pending[node.name] = set(node.outputs)
             self._catalogs[node.name] = catalog
+            if "train" in node.tags:
+                self._curve_nodes.add(node.name)
         os.environ[tracking.RUN_ID_ENV] = child
         os.environ.setdefault(tracking.URI_ENV, self._store_uri())
         params = {}
@@ -293,8 +298,15 @@ class MlflowTrackingHook:
             run_id = self._child_runs.pop(node_name, None)
             self._pending.pop(node_name, None)
             self._catalogs.pop(node_name, None)
+            curves = node_name in self._curve_nodes
+            self._curve_nodes.discard(node_name)
         if run_id is None:
             return
+        if curves and status == "FINISHED":
+            try:
+                self._log_curves(run_id, node_name)
+            except Exception as err:  # a plot that cannot be drawn or written never fails the node
+                tracking.report_failure(run_id, "drawing the training curves", err)
         tracking.guarded(run_id, "closing the run", lambda: self._client().set_terminated(run_id, status=status))
         if os.environ.get(tracking.RUN_ID_ENV) == run_id:
             # back to the parent between nodes (a parallel worker's next node finds it there)
@@ -303,6 +315,24 @@ class MlflowTrackingHook:
                 os.environ[tracking.RUN_ID_ENV] = parent
             else:
                 os.environ.pop(tracking.RUN_ID_ENV, None)
+
+    def _log_curves(self, run_id: str, node_name: str) -> None:
+        """``training_curves.png`` from the run's own per-step metrics (none logged: no plot)."""
+        import tempfile
+
+        from singer_rec.curves import curves_figure, metric_histories
+
+        histories = tracking.guarded(run_id, "reading the curves", lambda: metric_histories(self._client(), run_id))
+        if not histories:
+            return
+        import matplotlib.pyplot as plt
+
+        figure = curves_figure(histories, title=node_name)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "training_curves.png"
+            figure.savefig(path, dpi=100)
+            plt.close(figure)
+            tracking.log_artifact(path, run_id=run_id, uri=self._store_uri())
 
     def _find_parent_of(self, run_id: str) -> str | None:
         run = tracking.guarded(run_id, "finding the parent run", lambda: self._client().get_run(run_id))
