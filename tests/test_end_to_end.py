@@ -96,6 +96,25 @@ def test_demo_kedro_run_end_to_end(tmp_path):
     assert _metric_steps(db, "train_rl_model", "rl.mean_reward") > 1
     # a single stage reruns from the catalog
     _kedro(root, "run", "--pipeline=evaluate")
+    # the results notebook runs on these outputs
+    text = _execute_notebook(root)
+    assert "all SIDs distinct: True" in text and "model: rl; user" in text
+    loss_points = int(text.split("SFT loss points: ")[1].split(";")[0])
+    assert loss_points == _metric_steps(db, "train_sft_model", "train_loss")
+
+
+def _execute_notebook(root: Path) -> str:
+    """Run notebooks/explore_results.ipynb in the project copy (a real kernel); its stream output."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    folder = root / "notebooks"
+    folder.mkdir(exist_ok=True)
+    shutil.copy(PROJECT_ROOT / "notebooks" / "explore_results.ipynb", folder)
+    notebook = nbformat.read(folder / "explore_results.ipynb", as_version=4)
+    nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3",
+                            resources={"metadata": {"path": str(folder)}}).execute()
+    return "".join(output.get("text", "") for cell in notebook.cells if cell.cell_type == "code"
+                   for output in cell.get("outputs", []) if output.get("output_type") == "stream")
 
 
 @pytest.mark.realdata
@@ -111,8 +130,29 @@ def test_giftcards_ingest_to_sid(tmp_path, shared_data):
     assert sids["sid"].is_unique and len(sids) > 100
 
 
+def test_a_misspelled_parameter_stops_the_run_before_anything_starts(tmp_path):
+    root = _project_copy(tmp_path)
+    env = dict(os.environ, KEDRO_DISABLE_TELEMETRY="true")
+    env.pop("MLFLOW_TRACKING_URI", None)
+    proc = subprocess.run([sys.executable, "-m", "kedro", "run", "--params=sid.codebook_sise=8"], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=300)
+    output = " ".join((proc.stdout + proc.stderr).split())  # the log wraps long lines
+    assert proc.returncode != 0
+    assert ("ValueError: unknown parameter(s) ['sid.codebook_sise']; allowed keys of sid: ['codebook_size', "
+            "'init_trials', 'max_iter', 'num_levels', 'tol']") in output
+    assert "Running node" not in output  # no node ran: ingest read nothing
+    assert not (root / "data").exists() and not (root / "mlflow.db").exists()  # no output, no tracking run
+
+
 def test_viz_build(tmp_path):
     pytest.importorskip("kedro_viz")
     root = _project_copy(tmp_path)
     _kedro(root, "viz", "build", timeout=300)
     assert (root / "build" / "index.html").exists()
+    api = root / "build" / "api"
+    default = json.loads((api / "main").read_text())
+    (raw,) = [n for n in default["nodes"] if n["name"] == "raw_files"]
+    assert raw["dataset_type"] == "data.raw.RawFilesDataset"
+    assert not [e for e in default["edges"] if e["target"] == raw["id"]]  # nothing above the raw files
+    ablations = json.loads((api / "pipelines" / "ablations").read_text())
+    assert {"sft-only", "singer", "grpo-acc", "align-none", "sft-semantic"} <= set(ablations["modular_pipelines"])

@@ -178,7 +178,7 @@ def _used_blocks(pipeline) -> set[str]:
 class ParameterValidationHook:
     """Checks the parameter blocks a run's nodes take before the first node loads any data."""
 
-    @hook_impl
+    @hook_impl(tryfirst=True)  # before the tracking hook opens its run: a bad block starts nothing
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
         blocks = {}
         for block in sorted(_used_blocks(pipeline)):
