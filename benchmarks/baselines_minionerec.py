@@ -27,6 +27,7 @@ from singer_rec.pipelines.baselines import nodes
 
 ROOT = Path(__file__).resolve().parents[1]
 MINIONEREC = ROOT.parent / "shared" / "data" / "amazon18" / "minionerec"
+ANCHORS = {"Industrial_and_Scientific": "Industrial", "Office_Products": "Office"}  # paper_table1 blocks
 SPLIT_FILES = {
     "train": "derived/{name}.train_recovered_partial.csv",
     "valid": "valid/{name}_5_2016-10-2018-11.csv",
@@ -62,6 +63,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--loss", choices=["bce", "ce"], default=None, help="override baselines.training.loss")
+    parser.add_argument("--report", type=Path, default=None,
+                        help="also write the report's Table 1 markdown (these baselines, the rest 'not run')")
+    parser.add_argument("--extra", type=Path, action="append", default=[],
+                        help="csv with more baseline_metrics rows for --report (e.g. an earlier run's --out)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a dotted key of the baselines parameters (YAML value); repeatable")
     args = parser.parse_args()
@@ -87,6 +92,19 @@ def main() -> None:
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     if args.out:
         table.to_csv(args.out, index=False)
+    if args.report:
+        args.report.write_text(table1_markdown(pd.concat([table, *map(pd.read_csv, args.extra)]), args.dataset))
+
+
+def table1_markdown(baseline_metrics: pd.DataFrame, dataset: str) -> str:
+    """The report node's Table 1 for these baseline rows, with the paper's anchors of ``dataset``."""
+    from singer_rec.pipelines.report.nodes import build_report
+
+    conf = yaml.safe_load((ROOT / "conf/base/parameters_report.yml").read_text())
+    anchors = ANCHORS.get(dataset)
+    params = {**conf["report"], "title": f"{dataset} (MiniOneRec splits, partial train)",
+              "anchors_dataset": anchors, "include": ["baselines"]}
+    return build_report(baseline_metrics, None, None, params, conf["paper_table1"])[1]
 
 
 if __name__ == "__main__":
