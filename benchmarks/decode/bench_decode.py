@@ -92,17 +92,18 @@ def run_floor(model, prompt_ids, num_beams, steps, batch_size, pad):
     for start in range(0, len(prompt_ids), batch_size):
         rows = prompt_ids[start:start + batch_size]
         width = max(map(len, rows))
-        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
-        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+        device = next(model.parameters()).device
+        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=device)
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache(config=model.config)
         model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True, logits_to_keep=1)
         cache.batch_repeat_interleave(num_beams)
         mask = mask.repeat_interleave(num_beams, 0)
         last = pos[:, -1].repeat_interleave(num_beams, 0)
-        tokens = torch.full((len(mask), 1), pad)
+        tokens = torch.full((len(mask), 1), pad, device=device)
         for step in range(1, steps):
-            mask = torch.cat([mask, torch.ones((len(mask), 1), dtype=mask.dtype)], 1)
+            mask = torch.cat([mask, torch.ones((len(mask), 1), dtype=mask.dtype, device=device)], 1)
             model(input_ids=tokens, attention_mask=mask, position_ids=(last + step)[:, None], cache=cache,
                   use_cache=True)
 
@@ -120,8 +121,8 @@ def run_generate(model, prompt_ids, sequences, num_beams, batch_size, pad):
     for start in range(0, len(prompt_ids), batch_size):
         rows = prompt_ids[start:start + batch_size]
         width = max(map(len, rows))
-        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
-        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=next(model.parameters()).device)
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=ids.device)
 
         def prefix_allowed(batch_id, input_ids, _width=width):
             return allowed.get(tuple(input_ids[_width:].tolist()), [pad])
@@ -150,6 +151,8 @@ def timed_round_robin(contenders: dict, repeats: int) -> dict[str, tuple[float, 
         for name, fn in contenders.items():
             w0, c0 = time.perf_counter(), time.process_time()
             fn()
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()  # the clock stops when the GPU is done
             wall[name].append(time.perf_counter() - w0)
             cpu[name].append(time.process_time() - c0)
     return {name: (statistics.median(wall[name]), statistics.median(cpu[name])) for name in contenders}
@@ -165,12 +168,14 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-generate", action="store_true")
     parser.add_argument("--eval-all", action="store_true", help="time ours once on every Industrial test row")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if not MINIONEREC.is_dir():
         sys.exit(f"{MINIONEREC} not found: the benchmark uses the real Industrial SIDs and test rows")
     sids, histories, titles = load_industrial()
     model, tokenizer, source = build(args.preset, sids, titles)
+    model.to(args.device)
     sequences = [tokenizer.convert_tokens_to_ids(sid_tokens(s)) for s in sids]
     trie = PrefixTrie.build(sequences, len(tokenizer))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0

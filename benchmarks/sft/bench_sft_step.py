@@ -31,6 +31,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu | cuda (the model and every batch go there)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -41,11 +42,12 @@ def main() -> None:
                                             "num_attention_heads": 4, "num_key_value_heads": 2,
                                             "intermediate_size": 3 * args.hidden, "tokenizer_vocab_size": 2000}}
     model, tok = modeling.build_model(cfg, sft.tokenizer_corpus(items, {}), vocab, seed=0)
+    device = torch.device(args.device)
+    model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     examples = [sft.encode_example(tok, p, a, 256) for p, a in zip(rows["prompt"], rows["answer"])]
     rng = np.random.default_rng(0)
     batches = [[examples[i] for i in rng.choice(len(examples), args.batch, replace=False)] for _ in range(args.repeats)]
-    device = torch.device("cpu")
     variants = {
         "float32, unsorted": (None, False),
         "float32, length-sorted": (None, True),
@@ -59,12 +61,14 @@ def main() -> None:
             local = sorted(batch, key=lambda e: len(e[0])) if sort else list(batch)
             t0, c0 = time.perf_counter(), time.process_time()
             for start in range(0, len(local), args.micro):
-                b = sft.collate(local[start : start + args.micro], tok.pad_token_id)
+                b = {k: v.to(device) for k, v in sft.collate(local[start : start + args.micro], tok.pad_token_id).items()}
                 with common.autocast(device, dtype):
                     loss, n = sft.answer_token_loss(model, b)
                 (loss / n).backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+            if device.type == "cuda":
+                torch.cuda.synchronize()  # the clock stops when the GPU is done
             wall[name].append(len(local) / (time.perf_counter() - t0))
             cpu[name].append(len(local) / (time.process_time() - c0))
     print("| variant | samples/s (wall, median) | samples per CPU-second (median) |")

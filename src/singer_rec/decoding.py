@@ -13,7 +13,16 @@ How a batch is decoded (``beam_search``):
    token per beam through the cache. Beams of one prompt share the prompt part of the cache, so a
    reorder only moves the few generated positions, never the prompt;
 3. a candidate that reaches a leaf finishes an item and goes to a per-prompt pool of the best
-   ``num_return`` items; candidates that do not finish compete for the ``num_beams`` slots.
+   ``num_return`` items; candidates that do not finish compete for the ``num_beams`` slots;
+4. once every live beam of the batch is on a *chain* (a trie node with a single item below it: its
+   remaining tokens are forced), the rest of every chain is scored by one multi-token forward
+   instead of one forward per token. This is exact: with at most one continuation per beam no
+   beam can be pushed out any more, so step-by-step decoding would keep them all and finish each
+   chain with the same score. Title dictionaries gain most (a title is unique after a few tokens
+   and then runs for tens of tokens).
+
+Everything (trie tables, scores, pools) lives on the model's device; only the final items and
+scores go to the host.
 
 Scores are sums of token log-probs under the model (full-vocabulary softmax, no temperature, no
 length normalisation), so they equal what a plain forward pass over prompt + item gives.
@@ -57,8 +66,11 @@ class PrefixTrie:
         self.node_depth = node_depth
         self.child_count = child_offsets[1:] - child_offsets[:-1]
         self.dead_node = len(node_item) - 1
+        self.node_count, self.node_unique = _items_below(child_offsets, child_nodes, node_item)
+        self.seq_table, self.seq_length = _sequence_table(sequences)
         # token -> child lookup for walking forced prefixes (Python side, small)
         self._children: list[dict[int, int]] | None = None
+        self._on_device: dict[str, PrefixTrie] = {}
 
     @classmethod
     def build(cls, sequences: Sequence[Sequence[int]], vocab_size: int) -> "PrefixTrie":
@@ -127,6 +139,22 @@ class PrefixTrie:
     def num_nodes(self) -> int:
         return len(self.node_item) - 1
 
+    def to(self, device: torch.device | str) -> PrefixTrie:
+        """This trie with its tables on ``device`` (made once per device and kept)."""
+        device = torch.device(device)
+        if all(t.device == device for t in (self.child_offsets, self.node_item)):
+            return self
+        key = str(device)
+        if key not in self._on_device:
+            moved = PrefixTrie.__new__(PrefixTrie)
+            moved.__dict__.update(self.__dict__)
+            for name in ("child_offsets", "child_tokens", "child_nodes", "node_item", "node_depth", "child_count",
+                         "node_count", "node_unique", "seq_table", "seq_length"):
+                setattr(moved, name, getattr(self, name).to(device))
+            moved._on_device = {}
+            self._on_device[key] = moved
+        return self._on_device[key]
+
     def walk(self, prefix: Sequence[int]) -> int:
         """The node reached by ``prefix`` from the root; ValueError when it is not a path of the trie."""
         node = 0
@@ -141,13 +169,36 @@ class PrefixTrie:
 
     def items_under(self, node: int) -> int:
         """Number of items whose sequence passes through ``node``."""
-        stack, count = [node], 0
-        while stack:
-            n = stack.pop()
-            if self.node_item[n] >= 0:
-                count += 1
-            stack.extend(self._children[n].values())
-        return count
+        return int(self.node_count[node])
+
+
+def _items_below(child_offsets: torch.Tensor, child_nodes: torch.Tensor,
+                 node_item: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per node: how many items lie below it, and the item index when that is exactly one (a chain), else -1.
+
+    Children are always numbered after their parent, so one pass from the last node back suffices.
+    """
+    offsets, nodes, items = child_offsets.tolist(), child_nodes.tolist(), node_item.tolist()
+    count = [0] * len(items)
+    unique = [-1] * len(items)
+    for n in range(len(items) - 2, -1, -1):  # the dead sentinel (last) has no items
+        if items[n] >= 0:
+            count[n], unique[n] = 1, items[n]
+            continue
+        kids = nodes[offsets[n]:offsets[n + 1]]
+        count[n] = sum(count[c] for c in kids)
+        if count[n] == 1:
+            unique[n] = next(unique[c] for c in kids if count[c] == 1)
+    return torch.tensor(count, dtype=torch.long), torch.tensor(unique, dtype=torch.long)
+
+
+def _sequence_table(sequences: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Item token sequences as one right-padded ``[items, max_length]`` table (pad 0) and their lengths."""
+    width = max(len(s) for s in sequences)
+    table = torch.zeros((len(sequences), width), dtype=torch.long)
+    for i, seq in enumerate(sequences):
+        table[i, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
+    return table, torch.tensor([len(s) for s in sequences], dtype=torch.long)
 
 
 @dataclass
@@ -247,7 +298,7 @@ def _children(trie: PrefixTrie, nodes: torch.Tensor):
     width = int(counts.max()) if counts.numel() else 0
     if width == 0:
         return None
-    arange = torch.arange(width)
+    arange = torch.arange(width, device=nodes.device)
     valid = arange < counts[..., None]
     pos = torch.where(valid, trie.child_offsets[nodes][..., None] + arange, 0)
     return trie.child_tokens[pos], trie.child_nodes[pos], valid
@@ -273,14 +324,16 @@ def _batches(order: list[int], batch_size: int):
 def beam_search(model, prompt_ids: Sequence[Sequence[int]], trie: PrefixTrie, num_beams: int,
                 num_return: int | None = None, forced_prefixes: Sequence[Sequence[int]] | None = None,
                 batch_size: int = 32, pad_token_id: int = 0, autocast_dtype: torch.dtype | None = None,
-                progress: bool = False) -> DecodeResult:
+                progress: bool = False, finish_chains: bool = True) -> DecodeResult:
     """Top items per prompt by constrained beam search (deterministic; no sampling, no length penalty).
 
     ``prompt_ids``: unpadded token ids per prompt. ``forced_prefixes[i]``: tokens already fixed
     after prompt i; only items starting with them are returned and scores count the tokens
     generated after them. Returns ``min(num_return, items reachable)`` distinct items per prompt
     (all of them when ``num_return ≤ num_beams`` and the prompt reaches enough items). Raises
-    ValueError when ``num_return`` exceeds the dictionary size or ``num_beams``.
+    ValueError when ``num_return`` exceeds the dictionary size or ``num_beams``. ``finish_chains``:
+    score the forced rest of every beam in one forward once all beams are on chains (exact; off
+    decodes token by token, for comparison).
     """
     num_return = num_beams if num_return is None else int(num_return)
     if num_beams < 1 or num_return < 1:
@@ -304,7 +357,7 @@ def beam_search(model, prompt_ids: Sequence[Sequence[int]], trie: PrefixTrie, nu
         for batch in batches:
             pool_items, pool_scores = _beam_search_batch(
                 model, [inputs[i] for i in batch], torch.tensor([starts[i] for i in batch]), trie, num_beams,
-                num_return, pad_token_id, device,
+                num_return, pad_token_id, device, finish_chains,
             )
             for row, i in enumerate(batch):
                 keep = pool_items[row] >= 0
@@ -314,24 +367,33 @@ def beam_search(model, prompt_ids: Sequence[Sequence[int]], trie: PrefixTrie, nu
 
 
 def _beam_search_batch(model, inputs, start_nodes, trie: PrefixTrie, num_beams: int, num_return: int,
-                       pad_token_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+                       pad_token_id: int, device, finish_chains: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    trie = trie.to(device)
     batch = len(inputs)
     logits, cache, mask, last_position = _prefill(model, inputs, pad_token_id, device)
-    logits = logits.cpu()
+    start_nodes = start_nodes.to(device)
     # finished items per prompt, best first; -1 / -inf = empty slot
-    pool_items = torch.full((batch, num_return), -1, dtype=torch.long)
-    pool_scores = torch.full((batch, num_return), NEG_INF)
+    pool_items = torch.full((batch, num_return), -1, dtype=torch.long, device=device)
+    pool_scores = torch.full((batch, num_return), NEG_INF, device=device)
     nodes = start_nodes[:, None].clone()  # [batch, width] live prefixes (width 1 after prefill)
-    beam_scores = torch.zeros((batch, 1))
+    beam_scores = torch.zeros((batch, 1), device=device)
     started = trie.node_item[start_nodes] >= 0  # a forced prefix that already is a whole item
     if started.any():
         pool_items[started, 0] = trie.node_item[start_nodes[started]]
         pool_scores[started, 0] = 0.0
         nodes[started] = trie.dead_node
     prompt_width = mask.shape[1]
+    beam_rows = torch.arange(batch, device=device)[:, None]
     step = 0
     while True:
         width = nodes.shape[1]
+        if finish_chains and step > 0 and _chains_left(trie, nodes) > 1:
+            chain_items, chain_scores = _finish_chains(model, trie, nodes, beam_scores, logits, cache, mask,
+                                                       last_position + step, pad_token_id)
+            merged_scores = torch.cat([pool_scores, chain_scores], dim=1)
+            pool_scores, top = merged_scores.topk(num_return, dim=1)
+            pool_items = torch.where(pool_scores > NEG_INF, torch.cat([pool_items, chain_items], dim=1).gather(1, top), -1)
+            break
         edges = _children(trie, nodes)
         if edges is None:
             break
@@ -356,9 +418,9 @@ def _beam_search_batch(model, inputs, start_nodes, trie: PrefixTrie, num_beams: 
             break
         if keep < num_beams:  # pad to a fixed number of beams with dead slots
             pad = num_beams - keep
-            beam_scores = torch.cat([beam_scores, torch.full((batch, pad), NEG_INF)], dim=1)
-            chosen = torch.cat([chosen, torch.zeros((batch, pad), dtype=torch.long)], dim=1)
-            alive = torch.cat([alive, torch.zeros((batch, pad), dtype=torch.bool)], dim=1)
+            beam_scores = torch.cat([beam_scores, torch.full((batch, pad), NEG_INF, device=device)], dim=1)
+            chosen = torch.cat([chosen, torch.zeros((batch, pad), dtype=torch.long, device=device)], dim=1)
+            alive = torch.cat([alive, torch.zeros((batch, pad), dtype=torch.bool, device=device)], dim=1)
         parent = chosen // tokens.shape[-1]
         next_tokens = torch.where(alive, tokens.view(batch, -1).gather(1, chosen), pad_token_id)
         nodes = torch.where(alive, child.view(batch, -1).gather(1, chosen), trie.dead_node)
@@ -368,12 +430,59 @@ def _beam_search_batch(model, inputs, start_nodes, trie: PrefixTrie, num_beams: 
             mask = mask.repeat_interleave(num_beams, dim=0)
             last_position = last_position.repeat_interleave(num_beams, dim=0)
         else:
-            rows = (torch.arange(batch)[:, None] * width + parent).view(-1).to(device)
-            _reorder_generated(cache, rows, prompt_width)
+            _reorder_generated(cache, (beam_rows * width + parent).view(-1), prompt_width)
         mask = torch.cat([mask, torch.ones((mask.shape[0], 1), dtype=mask.dtype, device=device)], dim=1)
         step += 1
-        logits = _step(model, next_tokens.view(-1).to(device), cache, mask, last_position + step).cpu()
-    return pool_items, pool_scores
+        logits = _step(model, next_tokens.view(-1), cache, mask, last_position + step)
+    return pool_items.cpu(), pool_scores.cpu()
+
+
+def _chains_left(trie: PrefixTrie, nodes: torch.Tensor) -> int:
+    """The longest forced remainder when every live beam is on a chain (one item below it), else 0."""
+    live = nodes != trie.dead_node
+    if not bool(live.any()):
+        return 0
+    unique = trie.node_unique[nodes]
+    if not bool((unique[live] >= 0).all()):
+        return 0
+    remaining = trie.seq_length[unique.clamp(min=0)] - trie.node_depth[nodes]
+    return int(torch.where(live, remaining, 0).max())
+
+
+CHAIN_LOGIT_ELEMENTS = 1 << 24  # logits computed at once when scoring chains (64 MB of float32)
+
+
+def _finish_chains(model, trie: PrefixTrie, nodes, beam_scores, logits, cache, mask, last_position,
+                   pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Items and full scores of the beams' chains: ``logits`` score each chain's next token, one cached
+    forward over the rest (right-padded; padding comes after every real token, so causality hides it)
+    scores the others. Returns ``[batch, width]`` items (-1 for dead beams) and scores (-inf)."""
+    batch, width = nodes.shape
+    flat = nodes.reshape(-1)
+    live = flat != trie.dead_node
+    item = trie.node_unique[flat].clamp(min=0)
+    depth = trie.node_depth[flat]
+    longest = int(torch.where(live, trie.seq_length[item] - depth, 0).max())
+    index = depth[:, None] + torch.arange(longest, device=flat.device)[None, :]
+    real = live[:, None] & (index < trie.seq_length[item][:, None])
+    rest = torch.where(real, trie.seq_table[item[:, None], index.clamp(max=trie.seq_table.shape[1] - 1)], pad_token_id)
+    first = logits.gather(1, rest[:, :1]).squeeze(1) - torch.logsumexp(logits, dim=-1)
+    total = beam_scores.reshape(-1) + first
+    if longest > 1:
+        feed = rest[:, :-1]
+        attention = torch.cat([mask, torch.ones_like(feed, dtype=mask.dtype)], dim=1)
+        positions = last_position[:, None] + 1 + torch.arange(longest - 1, device=flat.device)[None, :]
+        hidden = model.get_decoder()(input_ids=feed, attention_mask=attention, position_ids=positions, cache=cache,
+                                     use_cache=True).last_hidden_state
+        head = model.get_output_embeddings()
+        rows = max(1, CHAIN_LOGIT_ELEMENTS // max(1, (longest - 1) * int(logits.shape[-1])))
+        for start in range(0, len(flat), rows):
+            chunk = slice(start, start + rows)
+            chunk_logits = head(hidden[chunk]).float()
+            token = chunk_logits.gather(-1, rest[chunk, 1:, None]).squeeze(-1) - torch.logsumexp(chunk_logits, dim=-1)
+            total[chunk] = total[chunk] + (token * real[chunk, 1:]).sum(dim=1)
+    scores = torch.where(live, total, NEG_INF).view(batch, width)
+    return torch.where(live, trie.node_unique[flat], -1).view(batch, width), scores
 
 
 # -- sampling ------------------------------------------------------------------------------------------
@@ -429,12 +538,15 @@ def sample(model, prompt_ids: Sequence[Sequence[int]], trie: PrefixTrie, num_sam
 
 def _sample_batch(model, inputs, start_nodes, trie: PrefixTrie, draws: int, top_k, temperature, generator,
                   pad_token_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draws on the model's device; only the few allowed tokens' probabilities go to the host, where the
+    seeded CPU ``generator`` picks (so a seed gives the same draws on every device)."""
+    trie = trie.to(device)
     batch = len(inputs)
     logits, cache, mask, last_position = _prefill(model, inputs, pad_token_id, device)
     # every draw gets its own row from the start; the prompt's logits are shared
-    logits = logits.cpu().repeat_interleave(draws, dim=0)
-    nodes = start_nodes.repeat_interleave(draws)
-    totals = torch.zeros(batch * draws)
+    logits = logits.repeat_interleave(draws, dim=0)
+    nodes = start_nodes.to(device).repeat_interleave(draws)
+    totals = torch.zeros(batch * draws, device=device)
     result = torch.where(trie.node_item[nodes] >= 0, trie.node_item[nodes], -1)
     nodes = torch.where(result >= 0, trie.dead_node, nodes)
     cache_expanded = False
@@ -452,7 +564,7 @@ def _sample_batch(model, inputs, start_nodes, trie: PrefixTrie, draws: int, top_
             weights = torch.where(weights >= kth, weights, NEG_INF)
         alive = valid.any(dim=1)
         weights[~alive, 0] = 0.0  # dead rows draw a dummy token that is discarded
-        pick = torch.multinomial(weights.softmax(dim=1), 1, generator=generator).squeeze(1)
+        pick = torch.multinomial(weights.softmax(dim=1).cpu(), 1, generator=generator).squeeze(1).to(device)
         next_tokens = torch.where(alive, tokens.gather(1, pick[:, None]).squeeze(1), pad_token_id)
         next_nodes = torch.where(alive, child.gather(1, pick[:, None]).squeeze(1), trie.dead_node)
         totals = totals + torch.where(alive, log_probs.gather(1, pick[:, None]).squeeze(1), 0.0)
@@ -468,5 +580,5 @@ def _sample_batch(model, inputs, start_nodes, trie: PrefixTrie, draws: int, top_
             cache_expanded = True
         mask = torch.cat([mask, torch.ones((mask.shape[0], 1), dtype=mask.dtype, device=device)], dim=1)
         step += 1
-        logits = _step(model, next_tokens.to(device), cache, mask, last_position + step).cpu()
-    return result.view(batch, draws), totals.view(batch, draws)
+        logits = _step(model, next_tokens, cache, mask, last_position + step)
+    return result.view(batch, draws).cpu(), totals.view(batch, draws).cpu()

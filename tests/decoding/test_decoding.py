@@ -258,3 +258,57 @@ def test_prompts_sharing_a_template_head(model):
         alone = beam_search(model, [prompt], trie, num_beams=15, pad_token_id=PAD)
         assert together.items[i] == alone.items[0]
         assert drawn.items[i] == greedy.items[i] * 4
+
+
+def long_titles(seed: int = 23) -> list[list[int]]:
+    """Title-like items: a few shared heads, then long unique tails, each ending in EOS (2)."""
+    rng = random.Random(seed)
+    titles = set()
+    while len(titles) < 12:
+        head = [50 + rng.randrange(3)]
+        titles.add(tuple(head + [rng.randrange(3, 50) for _ in range(rng.randrange(2, 9))] + [2]))
+    return [list(t) for t in sorted(titles)]
+
+
+@pytest.mark.parametrize("beams", [3, 12])
+def test_chains_scored_at_once_equal_token_by_token(model, beams):
+    titles = long_titles()
+    trie = PrefixTrie.build(titles, VOCAB)
+    batch = prompts(4, seed=24)
+    calls = []
+    hook = model.get_decoder().register_forward_hook(lambda *_: calls.append(1))
+    try:
+        fast = beam_search(model, batch, trie, num_beams=beams, batch_size=2, pad_token_id=PAD)
+        fast_calls, calls[:] = len(calls), []
+        slow = beam_search(model, batch, trie, num_beams=beams, batch_size=2, pad_token_id=PAD, finish_chains=False)
+        slow_calls = len(calls)
+    finally:
+        hook.remove()
+    assert fast.items == slow.items
+    for i in range(len(batch)):
+        assert fast.scores[i] == pytest.approx(slow.scores[i], abs=1e-5)
+    # token by token: one forward per generated position (up to 10 tokens); chains: a few, then one
+    assert fast_calls < slow_calls
+    if beams == 12:
+        assert_exhaustive_ranking(model, fast, batch, titles)
+
+
+def test_chain_table_of_the_trie():
+    trie = PrefixTrie.build([[5, 6, 7], [5, 8], [9, 10, 11, 12]], 20)
+    unique = {tuple(trie.sequences[i][:d]): int(trie.node_unique[trie.walk(trie.sequences[i][:d])])
+              for i in range(3) for d in range(len(trie.sequences[i]) + 1)}
+    assert unique == {(): -1, (5,): -1, (5, 6): 0, (5, 6, 7): 0, (5, 8): 1, (9,): 2, (9, 10): 2, (9, 10, 11): 2,
+                      (9, 10, 11, 12): 2}
+    assert [trie.items_under(trie.walk(prefix)) for prefix in ([], [5], [5, 6], [9, 10])] == [3, 2, 1, 1]
+    assert trie.seq_table.tolist() == [[5, 6, 7, 0], [5, 8, 0, 0], [9, 10, 11, 12]]
+    assert trie.seq_length.tolist() == [3, 2, 4]
+
+
+def test_beam_search_copies_to_the_host_once_per_batch(model, monkeypatch):
+    """Logits, trie tables and pools stay on the model's device; only each batch's result comes back."""
+    trie = PrefixTrie.build(long_titles(), VOCAB)
+    copies = []
+    original = torch.Tensor.cpu
+    monkeypatch.setattr(torch.Tensor, "cpu", lambda self, *a, **k: copies.append(tuple(self.shape)) or original(self, *a, **k))
+    beam_search(model, prompts(4, seed=25), trie, num_beams=4, batch_size=2, pad_token_id=PAD)
+    assert copies == [(2, 4), (2, 4)] * 2  # items and scores of each of the 2 batches

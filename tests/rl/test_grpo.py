@@ -69,7 +69,10 @@ def test_completion_logprobs_match_unpadded_forward():
             logits = model(input_ids=torch.tensor([p + c])).logits[0].log_softmax(-1)
             expected = [float(logits[len(p) - 1 + j, tok]) for j, tok in enumerate(c)]
             assert out.logp[row, : len(c)].tolist() == pytest.approx(expected, abs=1e-5)
-    assert float(out.logp[0, 2]) == 0.0
+            positions = logits[len(p) - 1 : len(p) - 1 + len(c)]
+            entropy = -(positions.exp() * positions).sum(-1)
+            assert out.entropy[row, : len(c)].tolist() == pytest.approx(entropy.tolist(), abs=1e-5)
+    assert float(out.logp[0, 2]) == 0.0 and float(out.entropy[0, 2]) == 0.0
     assert (out.entropy[out.mask] > 0).all()
 
 
@@ -98,3 +101,27 @@ def test_shared_prompt_logprobs_and_gradients_equal_separate_forwards():
     for name, param in model.named_parameters():
         torch.testing.assert_close(shared_grads[name], param.grad, atol=1e-5, rtol=1e-4)
     assert out.mask.sum().item() == 9
+
+
+def test_bucketed_gradient_all_reduce_keeps_every_gradient(tmp_path):
+    """Gradients go through flat buckets and come back in place (one process: the sum is the identity)."""
+    import torch.distributed as dist
+
+    from singer_rec.training.rl import all_reduce_gradients
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    model[1].bias.requires_grad_(False)
+    model(torch.ones(2, 3)).sum().backward()
+    model[0].bias.grad = None  # a rank whose parameter got no gradient still joins with zeros
+    expected = {n: (p.grad.clone() if p.grad is not None else torch.zeros_like(p))
+                for n, p in model.named_parameters() if p.requires_grad}
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/store", rank=0, world_size=1)
+    try:
+        assert all_reduce_gradients(model, bucket_elements=14) == 2  # 12 + 4 > 14: weight0 | bias0 + weight1
+        assert all_reduce_gradients(model) == 1
+    finally:
+        dist.destroy_process_group()
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            assert torch.equal(param.grad, expected[name])
+    assert model[1].bias.grad is None

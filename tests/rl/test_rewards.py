@@ -2,7 +2,8 @@ import math
 
 import pytest
 
-from singer_rec.rl.curriculum import guide_length, guided_prefix
+from singer_rec.decoding import PrefixTrie
+from singer_rec.rl.curriculum import guide_length, guide_length_by_items, guided_prefix
 from singer_rec.rl.rewards import (
     accuracy_rewards,
     group_rewards,
@@ -10,6 +11,7 @@ from singer_rec.rl.rewards import (
     match_depth,
     rank_rewards,
     sid_level_rewards,
+    title_prefix_rewards,
 )
 
 TARGET = (1, 2, 3)
@@ -72,3 +74,50 @@ def test_guide_length_at_chosen_steps():
     assert guided_prefix([11, 12, 13], 4, 10) == [11]
     with pytest.raises(ValueError, match="step must be in"):
         guide_length(11, 10, 3)
+
+
+# a hard title sample: the target title (tokens + EOS 2) and three other titles, beam order
+TITLE = (40, 41, 42, 43, 2)
+TITLES = [(40, 41, 50, 2), (60, 2), (40, 41, 42, 51, 52, 2)]
+
+
+def test_title_prefix_rewards_by_hand():
+    assert [match_depth(c, TITLE) for c in TITLES] == [2, 0, 3]
+    assert title_prefix_rewards(TITLES, TITLE, "prefix", 0.5) == [0.75, 0.0, 0.875]
+    assert title_prefix_rewards(TITLES, TITLE, "prefix-share", 0.5) == [0.4, 0.0, 0.6]
+    assert title_prefix_rewards([TITLE], TITLE, "prefix-share", 0.5) == [1.0]
+    with pytest.raises(ValueError, match="kind must be"):
+        title_prefix_rewards(TITLES, TITLE, "acc-rank", 0.5)
+
+
+def test_group_rewards_title_variants():
+    l2, l3, l4 = 1 / math.log(2), 1 / math.log(3), 1 / math.log(4)
+    # the paper: a hard title sample gets acc+rank, blind to the target
+    assert group_rewards(TITLES, TITLE, True, "full", hierarchical=False, title_reward="acc-rank") == pytest.approx([-l2, -l3, -l4])
+    # target-aware: the matched title prefix stands in for the SID levels
+    assert group_rewards(TITLES, TITLE, True, "full", hierarchical=False, title_reward="prefix") == [0.75, 0.0, 0.875]
+    assert group_rewards(TITLES, TITLE, True, "full", hierarchical=False, title_reward="prefix-share") == [0.4, 0.0, 0.6]
+    # normal title samples keep acc+rank under full, and add the title term under sid-all
+    normal = [TITLES[0], TITLE]
+    assert group_rewards(normal, TITLE, False, "full", hierarchical=False, title_reward="prefix") == pytest.approx([-l2, 1.0])
+    assert group_rewards(normal, TITLE, False, "sid-all", hierarchical=False, title_reward="prefix-share") == pytest.approx([-l2 + 0.4, 2.0])
+    # acc and acc+rank ignore the title reward; SID answers ignore it too
+    assert group_rewards(TITLES, TITLE, True, "acc", hierarchical=False, title_reward="prefix") == [0, 0, 0]
+    assert group_rewards([(1, 5, 6)], TARGET, True, "full", title_reward="prefix-share") == [0.5]
+    with pytest.raises(ValueError, match="unknown title_reward 'prefx'"):
+        group_rewards(TITLES, TITLE, True, "full", hierarchical=False, title_reward="prefx")
+
+
+def test_guide_length_by_items_backs_off_to_a_prefix_with_enough_items():
+    # level-1 code 1 holds 3 items; (1, 2) holds 2; (1, 5) holds 1; code 9 holds 1
+    trie = PrefixTrie.build([(1, 2, 3), (1, 2, 4), (1, 5, 6), (9, 2, 3)], 20)
+
+    def under(prefix):
+        return trie.items_under(trie.walk(prefix))
+
+    assert guide_length_by_items(2, (1, 2, 3), under, 2) == 2   # 2 items under (1, 2): kept
+    assert guide_length_by_items(2, (1, 2, 3), under, 3) == 1   # 3 needed: back off to (1,)
+    assert guide_length_by_items(2, (1, 5, 6), under, 2) == 1   # (1, 5) is the target alone
+    assert guide_length_by_items(2, (9, 2, 3), under, 2) == 0   # (9,) is the target alone: no guide
+    assert guide_length_by_items(1, (1, 5, 6), under, 4) == 0
+    assert guide_length_by_items(0, (1, 2, 3), under, 2) == 0   # the schedule's 0 stays 0

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from singer_rec.rl.rewards import match_depth
 from singer_rec.training import common
 from singer_rec.training import rl as rlt
 from tiny_world import build
@@ -100,3 +101,27 @@ def test_bad_configuration_fails_fast():
         rlt.validate_settings(rlt.RLSettings(reward="rank"))
     with pytest.raises(ValueError, match=r"unknown rl parameter\(s\) \['grup_size'\]"):
         rlt.RLSettings.from_dict({"grup_size": 4})
+    with pytest.raises(ValueError, match="unknown title_reward 'prefixes'"):
+        rlt.validate_settings(rlt.RLSettings(title_reward="prefixes"))
+    with pytest.raises(ValueError, match="unknown guide_depth 'depth'"):
+        rlt.validate_settings(rlt.RLSettings(guide_depth="depth"))
+    with pytest.raises(ValueError, match="guide_min_items must be >= 2"):
+        rlt.validate_settings(rlt.RLSettings(guide_min_items=1))
+    with pytest.raises(ValueError, match="autocast must be 'auto', 'bf16' or 'off'"):
+        rlt.validate_settings(rlt.RLSettings(autocast="fp16"))
+
+
+def test_guide_depth_by_items_and_title_prefix_reward_from_the_settings():
+    # 4x4x4 SIDs: a 2-token prefix holds 4 items, a 1-token prefix 16; with guide_min_items 5 the
+    # scheduled guide of 2 tokens backs off to 1
+    policy, reference, tokenizer, examples, sid_dict, title_dict, settings = _setup(
+        alignment="full", guide_depth="items", guide_min_items=5, title_reward="prefix-share", max_steps=1)
+    groups = rlt.rollout(policy, examples, sid_dict, title_dict, settings, 1, 3, tokenizer.pad_token_id)
+    sid_hard = [g for g, e in zip(groups, examples) if e.is_sid and g.hard]
+    assert sid_hard and all(g.guide == 1 and len(g.candidates) == 4 for g in sid_hard)  # k = 4 of the 16 items
+    paper = rlt.rollout(policy, examples, sid_dict, title_dict, rlt.RLSettings(**{**settings.__dict__, "guide_depth": "schedule"}),
+                        1, 3, tokenizer.pad_token_id)
+    assert all(g.guide == 2 for g, e in zip(paper, examples) if e.is_sid and g.hard)
+    for group, example in zip(groups, examples):
+        if not example.is_sid and group.hard:  # κ / |y*| over the title tokens
+            assert group.rewards == [match_depth(c, example.target) / len(example.target) for c in group.candidates]

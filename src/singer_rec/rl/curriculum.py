@@ -22,3 +22,23 @@ def guide_length(step: int, total_steps: int, sid_length: int) -> int:
 def guided_prefix(target_tokens: list[int], step: int, total_steps: int) -> list[int]:
     """y*_{L_guide}: the first L_guide target tokens, appended to the prompt of a hard sample (Eq. 5)."""
     return list(target_tokens[: guide_length(step, total_steps, len(target_tokens))])
+
+
+GUIDE_DEPTHS = ("schedule", "items")
+
+
+def guide_length_by_items(scheduled: int, target_tokens, items_under_prefix, min_items: int) -> int:
+    """The ``items`` guide-depth variant: the deepest guide of at most ``scheduled`` tokens whose prefix
+    still has at least ``min_items`` items under it (0 when even the first token leaves fewer).
+
+    With 256 codes per level and a few thousand items, a 2-token SID prefix leaves one or two items
+    (a one-item group has zero advantage), so the paper's schedule can hand over a group with no
+    signal; this variant backs off to a shallower prefix instead. ``items_under_prefix(prefix)``
+    counts the items starting with ``prefix`` (the trie does it).
+    """
+    if min_items < 1:
+        raise ValueError(f"guide_min_items must be >= 1, got {min_items}")
+    for depth in range(scheduled, 0, -1):
+        if items_under_prefix(tuple(target_tokens[:depth])) >= min_items:
+            return depth
+    return 0

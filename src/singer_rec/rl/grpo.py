@@ -143,11 +143,16 @@ def completion_logprobs(
         out = decoder(input_ids=targets[:, :-1], attention_mask=torch.cat([prompt_mask[rows], feed_mask], dim=1),
                       position_ids=feed_positions, cache=cache, use_cache=True).last_hidden_state
         predicting.append(out)
-    log_probs = torch.log_softmax(head(torch.cat(predicting, dim=1)).float(), dim=-1)
-    token_logp = torch.gather(log_probs, 2, targets.unsqueeze(-1)).squeeze(-1) * mask
+    # the output projection runs only on real completion tokens (packed): no logits for padding,
+    # and no [N, T, V] log-softmax kept for the backward pass
+    states = torch.cat(predicting, dim=1)[mask]
+    logits = head(states).float()
+    norm = torch.logsumexp(logits, dim=-1)
+    packed = logits.gather(1, targets[mask][:, None]).squeeze(1) - norm
+    token_logp = torch.zeros(mask.shape, dtype=packed.dtype, device=device).masked_scatter(mask, packed)
+    entropy = torch.zeros_like(token_logp)
     if with_entropy:
-        with torch.no_grad():
-            entropy = -(log_probs.exp() * log_probs).sum(-1) * mask
-    else:
-        entropy = torch.zeros_like(token_logp)
+        with torch.no_grad():  # H = logsumexp(z) - sum softmax(z) * z
+            probs = torch.softmax(logits, dim=-1)
+            entropy = entropy.masked_scatter(mask, norm - (probs * logits).sum(-1))
     return TokenLogprobs(logp=token_logp, mask=mask, entropy=entropy)

@@ -11,6 +11,14 @@ Variants (paper Fig. 4c):
   * ``sid-all``  the SID-level reward for every sample: normal samples R_acc + R_rank + R_reason,
                  hard samples R_reason (SINGER w/ SIDALL; the paper calls it an *additional*
                  signal on easy samples, so it is added, not substituted).
+
+Title answers have no SID levels. ``title_reward`` picks what stands in for R_reason on them:
+  * ``acc-rank``      none: hard title samples fall back to R_acc + R_rank (the paper's rule, which
+                      only pushes away from the top titles, whatever the target);
+  * ``prefix``        1 - λ^κ with κ the number of leading title tokens equal to the target's (the
+                      SID formula with tokens as levels: the brand or first words already pay);
+  * ``prefix-share``  κ / |y*|: the share of the target title matched from its start (linear, no
+                      saturation after a few tokens).
 """
 from __future__ import annotations
 
@@ -18,6 +26,7 @@ import math
 from collections.abc import Hashable, Sequence
 
 REWARD_VARIANTS = ("acc", "acc+rank", "full", "sid-all")
+TITLE_REWARDS = ("acc-rank", "prefix", "prefix-share")
 
 
 def check_decay(decay: float) -> float:
@@ -31,6 +40,23 @@ def check_variant(variant: str) -> str:
     if variant not in REWARD_VARIANTS:
         raise ValueError(f"unknown reward variant {variant!r}; expected one of {list(REWARD_VARIANTS)}")
     return variant
+
+
+def check_title_reward(name: str) -> str:
+    if name not in TITLE_REWARDS:
+        raise ValueError(f"unknown title_reward {name!r}; expected one of {list(TITLE_REWARDS)}")
+    return name
+
+
+def title_prefix_rewards(
+    candidates: Sequence[Sequence[Hashable]], target: Sequence[Hashable], kind: str, decay: float
+) -> list[float]:
+    """The title analogue of Eq. 8 by the matched leading tokens κ: ``prefix`` 1 - λ^κ, ``prefix-share`` κ/|y*|."""
+    if kind == "prefix":
+        return sid_level_rewards(candidates, target, decay)
+    if kind == "prefix-share":
+        return [match_depth(c, target) / len(target) for c in candidates]
+    raise ValueError(f"title_prefix_rewards: kind must be 'prefix' or 'prefix-share', got {kind!r}")
 
 
 def match_depth(candidate: Sequence[Hashable], target: Sequence[Hashable]) -> int:
@@ -76,21 +102,27 @@ def group_rewards(
     variant: str = "full",
     decay: float = 0.5,
     hierarchical: bool = True,
+    title_reward: str = "acc-rank",
 ) -> list[float]:
     """The rewards of one group under a reward variant (see the module docstring).
 
     ``hard`` says whether the *sample* is hard (its first, unguided rollout had no hit); the
     candidates are then its guided continuations. ``hierarchical=False`` (title answers: no SID
-    levels) drops the SID-level term, so hard title samples fall back to R_acc (+ R_rank).
+    levels): with ``title_reward="acc-rank"`` the SID-level term is dropped, so hard title samples
+    fall back to R_acc (+ R_rank); otherwise the title prefix reward takes its place.
     """
     check_variant(variant)
+    check_title_reward(title_reward)
     acc = accuracy_rewards(candidates, target)
     if variant == "acc":
         return acc
     acc_rank = [a + r for a, r in zip(acc, rank_rewards(candidates, target))]
-    if variant == "acc+rank" or not hierarchical:
+    if variant == "acc+rank" or (not hierarchical and title_reward == "acc-rank"):
         return acc_rank
-    reason = sid_level_rewards(candidates, target, decay)
+    if hierarchical:
+        reason = sid_level_rewards(candidates, target, decay)
+    else:
+        reason = title_prefix_rewards(candidates, target, title_reward, decay)
     if hard:
         return reason
     if variant == "full":

@@ -19,13 +19,14 @@ Learning rate: AdamW, linear warm-up then cosine decay to 0 over all updates.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import shutil
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -35,9 +36,9 @@ import torch
 from singer_rec import sid_format, tracking
 from singer_rec.modeling import sid_token_ids
 from singer_rec.prompts import render_for_model
-from singer_rec.rl.curriculum import guide_length
+from singer_rec.rl.curriculum import GUIDE_DEPTHS, guide_length, guide_length_by_items
 from singer_rec.rl.grpo import completion_logprobs, group_advantages, grpo_loss
-from singer_rec.rl.rewards import check_decay, check_variant, group_rewards
+from singer_rec.rl.rewards import check_decay, check_title_reward, check_variant, group_rewards
 from singer_rec.training import common
 
 logger = logging.getLogger(__name__)
@@ -57,6 +58,10 @@ class RLSettings:
     sampling: str = "beam+prefix"      # common | dynamic | beam | beam+prefix
     alignment: str = "full"            # none | sft | rl | full (RL keeps alignment tasks for rl/full)
     sid_reward_decay: float = 0.5      # λ of Eq. 8
+    title_reward: str = "acc-rank"     # hard title samples: acc-rank (paper) | prefix | prefix-share
+    guide_depth: str = "schedule"      # schedule (paper, Eq. 3-5) | items (back off to >= guide_min_items items)
+    guide_min_items: int = 2           # guide_depth: items
+    autocast: str = "off"              # off | auto (bf16 where supported) | bf16: rollouts and update forwards
     beta: float = 0.1                  # KL weight (k3 estimator)
     clip_eps: float = 0.2
     learning_rate: float = 1e-5
@@ -91,6 +96,12 @@ def validate_settings(settings: RLSettings, num_items: int | None = None) -> RLS
     """Fail fast, before any model is loaded, on a configuration that cannot run."""
     check_variant(settings.reward)
     check_decay(settings.sid_reward_decay)
+    check_title_reward(settings.title_reward)
+    if settings.guide_depth not in GUIDE_DEPTHS:
+        raise ValueError(f"unknown guide_depth {settings.guide_depth!r}; expected one of {list(GUIDE_DEPTHS)}")
+    if settings.guide_min_items < 2:
+        raise ValueError(f"rl guide_min_items must be >= 2 (a one-item group has zero advantage), got {settings.guide_min_items}")
+    common.autocast_dtype(torch.device("cpu"), settings.autocast)  # raises on an unknown mode
     if settings.sampling not in SAMPLING_VARIANTS:
         raise ValueError(f"unknown sampling variant {settings.sampling!r}; expected one of {list(SAMPLING_VARIANTS)}")
     if settings.alignment not in ALIGNMENT_VARIANTS:
@@ -114,6 +125,33 @@ def validate_settings(settings: RLSettings, num_items: int | None = None) -> RLS
     if settings.dynamic_oversample < 1:
         raise ValueError(f"rl dynamic_oversample must be >= 1, got {settings.dynamic_oversample}")
     return settings
+
+
+class PhaseTimer:
+    """Wall seconds per named phase of one optimiser step (a phase entered twice adds up).
+
+    The trainer records them per step (``time_<phase>`` in the history and MLflow), so a slow step
+    says where its time went without a profiler.
+    """
+
+    clock = staticmethod(time.perf_counter)  # a benchmark may swap in time.process_time (CPU seconds)
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        started = self.clock()
+        try:
+            yield
+        finally:
+            self.seconds[name] += self.clock() - started
+
+    def record(self) -> dict[str, float]:
+        return {f"time_{name}": value for name, value in self.seconds.items()}
+
+
+_NO_TIMER = PhaseTimer()
 
 
 # -- the item dictionaries ----------------------------------------------------------------------
@@ -204,14 +242,20 @@ class Group:
     candidates: list[tuple[int, ...]] = field(default_factory=list)  # full token sequences, beam order
 
 
+def amp_dtype(model, settings: RLSettings) -> torch.dtype | None:
+    """The autocast dtype of ``settings.autocast`` on the model's device (None: float32)."""
+    return common.autocast_dtype(next(model.parameters()).device, settings.autocast)
+
+
 def _decode(model, prompts, dictionary: Dictionary, settings: RLSettings, k: int, forced, generator, pad_id):
     """Item indices per prompt, best first, from the configured sampler."""
     from singer_rec import decoding
 
+    amp = amp_dtype(model, settings)
     if settings.sampling in ("beam", "beam+prefix"):
         return decoding.beam_search(
             model, prompts, dictionary.trie, num_beams=k, num_return=k,
-            forced_prefixes=forced, batch_size=settings.rollout_batch_size, pad_token_id=pad_id,
+            forced_prefixes=forced, batch_size=settings.rollout_batch_size, pad_token_id=pad_id, autocast_dtype=amp,
         ).items
     dynamic = settings.sampling == "dynamic"
     return decoding.sample(
@@ -219,6 +263,7 @@ def _decode(model, prompts, dictionary: Dictionary, settings: RLSettings, k: int
         top_k=None if dynamic else settings.sample_top_k,
         oversample=settings.dynamic_oversample if dynamic else 1.0, dedupe=dynamic,
         forced_prefixes=forced, generator=generator, batch_size=settings.rollout_batch_size, pad_token_id=pad_id,
+        autocast_dtype=amp,
     ).items
 
 
@@ -233,6 +278,7 @@ def rollout(
     pad_token_id: int,
     generator: torch.Generator | None = None,
     guide: bool = True,
+    timer: PhaseTimer = _NO_TIMER,
 ) -> list[Group]:
     """Roll out the current policy on ``examples`` and score each group (Eq. 3-9)."""
     groups: list[Group | None] = [None] * len(examples)
@@ -241,7 +287,9 @@ def rollout(
         if not rows:
             continue
         k = min(settings.group_size, len(dictionary.sequences))
-        items = _decode(model, [examples[i].prompt_ids for i in rows], dictionary, settings, k, None, generator, pad_token_id)
+        with timer("rollout_sid" if is_sid else "rollout_title"):
+            items = _decode(model, [examples[i].prompt_ids for i in rows], dictionary, settings, k, None, generator,
+                            pad_token_id)
         guided: list[tuple[int, int]] = []  # (row, guide length)
         for row, found in zip(rows, items):
             ex = examples[row]
@@ -250,25 +298,30 @@ def rollout(
             groups[row] = Group(ex.prompt_ids, [list(c) for c in candidates], [], not hit, hit, 0, is_sid, candidates)
             if not hit and is_sid and guide and settings.sampling == "beam+prefix":
                 length = guide_length(step, total_steps, len(ex.target))
+                if settings.guide_depth == "items":
+                    length = guide_length_by_items(length, ex.target, lambda p, t=dictionary.trie: t.items_under(t.walk(p)),
+                                                   settings.guide_min_items)
                 if length > 0:
                     guided.append((row, length))
         if guided:
             forced = [list(examples[r].target[:n]) for r, n in guided]
             # the decoder returns min(k, items under the prefix) continuations per prompt
-            found_lists = _decode(model, [examples[r].prompt_ids for r, _ in guided], dictionary, settings, k, forced,
-                                  generator, pad_token_id)
+            with timer("rollout_guided"):
+                found_lists = _decode(model, [examples[r].prompt_ids for r, _ in guided], dictionary, settings, k,
+                                      forced, generator, pad_token_id)
             for (row, length), prefix, found in zip(guided, forced, found_lists):
                 candidates = [dictionary.sequences[j] for j in found]
                 groups[row] = Group(
                     examples[row].prompt_ids + prefix, [list(c[length:]) for c in candidates], [],
                     True, False, length, True, candidates,
                 )
-        for row in rows:
-            group, ex = groups[row], examples[row]
-            group.rewards = group_rewards(
-                group.candidates, ex.target, group.hard, settings.reward,
-                settings.sid_reward_decay, hierarchical=is_sid,
-            )
+        with timer("rewards"):
+            for row in rows:
+                group, ex = groups[row], examples[row]
+                group.rewards = group_rewards(
+                    group.candidates, ex.target, group.hard, settings.reward,
+                    settings.sid_reward_decay, hierarchical=is_sid, title_reward=settings.title_reward,
+                )
     return groups  # type: ignore[return-value]
 
 
@@ -277,20 +330,23 @@ def rollout(
 
 def policy_update(
     policy, reference, groups: Sequence[Group], settings: RLSettings, optimizer, scheduler, pad_token_id: int,
-    dist: common.Dist,
+    dist: common.Dist, timer: PhaseTimer = _NO_TIMER,
 ) -> dict[str, float]:
     """μ passes of GRPO over the batch's sequences (gradient accumulation over micro-batches),
     one optimiser + scheduler step each."""
     sequences = []
-    for group in groups:
+    # groups sorted by completion length: a micro-batch of SID groups is not padded to a title's length
+    # (a group stays together, so its prompt is still encoded once); only the summation order changes
+    for group in sorted(groups, key=lambda g: max(map(len, g.completions), default=0)):
         advantages = group_advantages(group.rewards)
         for completion, advantage in zip(group.completions, advantages.tolist()):
             sequences.append((group.prompt_ids, completion, advantage))
     total_sequences = dist.all_reduce_sum([float(len(sequences))])[0]
     micro = [sequences[i : i + settings.micro_batch_size] for i in range(0, len(sequences), settings.micro_batch_size)]
     device = next(policy.parameters()).device
+    amp = amp_dtype(policy, settings)
     old_logps, ref_logps = [], []
-    with torch.no_grad():
+    with torch.no_grad(), timer("logp_old_ref"), common.autocast(device, amp):
         for chunk in micro:
             prompts, completions = [s[0] for s in chunk], [s[1] for s in chunk]
             old_logps.append(completion_logprobs(policy, prompts, completions, pad_token_id).logp if settings.inner_updates > 1 else None)
@@ -302,12 +358,14 @@ def policy_update(
         for chunk, old, ref in zip(micro, old_logps, ref_logps):
             prompts, completions = [s[0] for s in chunk], [s[1] for s in chunk]
             advantages = torch.tensor([s[2] for s in chunk], dtype=torch.float32, device=device)
-            out = completion_logprobs(policy, prompts, completions, pad_token_id, with_entropy=inner == 0)
-            parts = grpo_loss(
-                out.logp, out.logp.detach() if old is None else old, ref, advantages, out.mask,
-                clip_eps=settings.clip_eps, beta=settings.beta, num_sequences=int(total_sequences),
-            )
-            parts.loss.backward()
+            with timer("policy_forward"), common.autocast(device, amp):
+                out = completion_logprobs(policy, prompts, completions, pad_token_id, with_entropy=inner == 0)
+                parts = grpo_loss(
+                    out.logp, out.logp.detach() if old is None else old, ref, advantages, out.mask,
+                    clip_eps=settings.clip_eps, beta=settings.beta, num_sequences=int(total_sequences),
+                )
+            with timer("backward"):
+                parts.loss.backward()
             if inner == settings.inner_updates - 1:
                 n = len(chunk)
                 totals["kl"] += parts.kl * n
@@ -318,15 +376,13 @@ def policy_update(
                 lengths = out.mask.sum(1).clamp(min=1)
                 totals["entropy"] += float(((out.entropy.sum(1)) / lengths).sum())
         if dist.enabled:  # each rank divided by the global sequence count: summing gives the batch mean
-            for p in policy.parameters():
-                if p.requires_grad:
-                    if p.grad is None:  # a rank without sequences still joins every all-reduce
-                        p.grad = torch.zeros_like(p)
-                    torch.distributed.all_reduce(p.grad)
-        if settings.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(policy.parameters(), settings.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
+            with timer("grad_sync"):
+                all_reduce_gradients(policy)
+        with timer("optimizer"):
+            if settings.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(policy.parameters(), settings.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
     policy.eval()
     kl, clip, tokens, loss, entropy = dist.all_reduce_sum(
         [totals["kl"], totals["clip_fraction"], totals["tokens"], totals["loss"], totals["entropy"]]
@@ -338,6 +394,38 @@ def policy_update(
         "loss": loss,
         "sequences": total_sequences,
     }
+
+
+GRAD_BUCKET_ELEMENTS = 1 << 23  # 32 MB of float32 gradients per all-reduce
+
+
+def all_reduce_gradients(model, bucket_elements: int = GRAD_BUCKET_ELEMENTS) -> int:
+    """Sum the trainable parameters' gradients over the processes in a few flat buckets (one
+    all-reduce per bucket, as DDP does, instead of one per tensor); returns the number of all-reduces.
+
+    Every rank walks the same parameters in the same order, and a rank without sequences contributes
+    zeros, so the buckets line up. Element-wise sums, so the result equals per-tensor all-reduces.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    buckets: list[list[torch.nn.Parameter]] = [[]]
+    size = 0
+    for p in params:
+        if buckets[-1] and (size + p.numel() > bucket_elements or buckets[-1][-1].dtype != p.dtype):
+            buckets.append([])
+            size = 0
+        buckets[-1].append(p)
+        size += p.numel()
+    for bucket in buckets:
+        flat = torch.cat([p.grad.reshape(-1) for p in bucket])
+        torch.distributed.all_reduce(flat)
+        offset = 0
+        for p in bucket:
+            p.grad.copy_(flat[offset : offset + p.numel()].view_as(p.grad))
+            offset += p.numel()
+    return len(buckets)
 
 
 def rollout_stats(groups: Sequence[Group]) -> dict[str, float]:
@@ -421,11 +509,13 @@ def train_grpo(
         batch = [examples[i] for i in batch_ids[rank::world]]
         torch.manual_seed(settings.seed + step)
         generator = torch.Generator().manual_seed(settings.seed * 7919 + step * world + rank)
+        timer = PhaseTimer()
         with torch.no_grad():
-            groups = rollout(policy, batch, sid_dict, title_dict, settings, step, total_steps, pad_id, generator)
+            groups = rollout(policy, batch, sid_dict, title_dict, settings, step, total_steps, pad_id, generator,
+                             timer=timer)
         rollout_seconds = time.perf_counter() - started
         learning_rate = scheduler.get_last_lr()[0]
-        update_stats = policy_update(policy, reference, groups, settings, optimizer, scheduler, pad_id, dist)
+        update_stats = policy_update(policy, reference, groups, settings, optimizer, scheduler, pad_id, dist, timer)
         local = rollout_stats(groups)
         stats = dict(zip(local, dist.all_reduce_sum(list(local.values()))))
         record = {
@@ -440,15 +530,21 @@ def train_grpo(
             "learning_rate": learning_rate,
             "seconds_per_step": time.perf_counter() - started,
             "rollout_seconds": rollout_seconds,
+            **timer.record(),
         }
         history.append({"step": step, **record})
         if rank == 0:
-            tracking.log_metrics({f"rl.{k}": v for k, v in record.items()}, step=step)
-            bar.update(1)
-            bar.set_postfix(hit=f"{record['hit_rate']:.2f}", hard=f"{record['hard_fraction']:.2f}", r=f"{record['mean_reward']:.2f}")
+            with timer("logging"):
+                tracking.log_metrics({f"rl.{k}": v for k, v in record.items()}, step=step)
+                bar.update(1)
+                bar.set_postfix(hit=f"{record['hit_rate']:.2f}", hard=f"{record['hard_fraction']:.2f}",
+                                r=f"{record['mean_reward']:.2f}")
         if checkpoint_dir is not None and settings.checkpoint_every and step % settings.checkpoint_every == 0 and step < total_steps and rank == 0:
-            common.save_checkpoint(checkpoint_dir, step, policy, optimizer, scheduler,
-                                   {"probe_before": before, "history": history}, keep=keep_checkpoints)
+            with timer("checkpoint"):
+                common.save_checkpoint(checkpoint_dir, step, policy, optimizer, scheduler,
+                                       {"probe_before": before, "history": history}, keep=keep_checkpoints)
+        # measured after the record was logged: kept in the history only (a checkpoint holds the step before it)
+        history[-1].update({f"time_{name}": timer.seconds[name] for name in ("logging", "checkpoint") if name in timer.seconds})
         dist.barrier()
     bar.close()
     rewards_after, hit_after = probe_rewards()
