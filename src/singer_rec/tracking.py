@@ -16,6 +16,7 @@ report per node, however many processes and metrics.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -40,9 +41,15 @@ _NOISY_LOGGERS = ("mlflow.store.db.utils", "urllib3.connectionpool", "mlflow.uti
 
 
 def _client(uri: str | None = None):
+    return _client_for(uri or os.environ[URI_ENV])
+
+
+@functools.lru_cache(maxsize=8)
+def _client_for(uri: str):
+    """One client per store: building one per call cost more than the call itself."""
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(tracking_uri=uri or os.environ[URI_ENV])
+    return MlflowClient(tracking_uri=uri)
 
 
 def active_run_id() -> str | None:
@@ -89,17 +96,26 @@ def forget_failures() -> None:
         _failed_runs.clear()
 
 
+class _QuietFilter(logging.Filter):
+    """Drops MLflow's own error logging inside our calls (we report the failure ourselves)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(_quiet_state, "depth", 0)
+
+
+_quiet_state = threading.local()
+_QUIET_FILTER = _QuietFilter()
+for _name in _NOISY_LOGGERS:
+    logging.getLogger(_name).addFilter(_QUIET_FILTER)
+
+
 @contextlib.contextmanager
 def _quiet_mlflow() -> Iterator[None]:
-    loggers = [logging.getLogger(name) for name in _NOISY_LOGGERS]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.CRITICAL)
+    _quiet_state.depth = getattr(_quiet_state, "depth", 0) + 1
     try:
         yield
     finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
+        _quiet_state.depth -= 1
 
 
 def guarded(key: str, what: str, call: Callable[[], Any]) -> Any:
