@@ -216,3 +216,45 @@ def test_fingerprint_follows_content_and_names():
         assert folder_fingerprint(root / "a") == first
         (root / "a" / "w.bin").rename(root / "a" / "v.bin")
         assert folder_fingerprint(root / "a") != first
+
+
+def test_thread_runner_nodes_side_by_side_log_into_their_own_runs(tmp_path, monkeypatch):
+    """Two train nodes run at the same time: each one's metrics, and those of the training process
+    one of them starts, land in that node's run (one MLFLOW_RUN_ID cannot name both)."""
+    import threading
+
+    from singer_rec.training.launch import run_training
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    both_started = threading.Barrier(2, timeout=60)
+    entry_dir = Path(__file__).resolve().parent / "reliability"
+
+    def in_process(x):
+        both_started.wait()
+        for step in range(1, 4):
+            tracking.log_metrics({"in_process": 1.0}, step=step)
+        return {"done": 1.0}
+
+    def with_process(x):
+        both_started.wait()
+        return run_training("logging_entry", {"steps": 3, "result_path": str(tmp_path / "result.json")},
+                            env={"PYTHONPATH": str(entry_dir)})
+
+    hook = MlflowTrackingHook()
+    hook.after_context_created(SimpleNamespace(config_loader={"mlflow": {"mlflow": {"experiment": "th"}}},
+                                               project_path=tmp_path, env="test", params={}))
+    manager = _create_hook_manager()
+    manager.register(hook)
+    pipeline = Pipeline([node(in_process, "x", "a", name="a", tags=["train"]),
+                         node(with_process, "x", "b", name="b", tags=["train"])])
+    catalog = DataCatalog({"x": MemoryDataset(1), "a": MemoryDataset(), "b": MemoryDataset()})
+    hook.before_pipeline_run({"pipeline_name": "th"}, pipeline, catalog)
+    ThreadRunner(max_workers=2).run(pipeline, catalog, hook_manager=manager)
+    hook.after_pipeline_run({}, {}, pipeline, catalog)
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = {r.data.tags.get("kedro.node"): r for r in client.search_runs([client.get_experiment_by_name("th").experiment_id])}
+    assert set(runs["a"].data.metrics) == {"in_process", "a.done"}
+    assert set(runs["b"].data.metrics) == {"loss", "b.steps_done"}
+    assert [m.step for m in client.get_metric_history(runs["b"].info.run_id, "loss")] == [1, 2, 3]
+    assert runs[None].data.metrics == {}  # nothing strayed into the parent

@@ -274,7 +274,7 @@ class MlflowTrackingHook:
         child = tracking.guarded(node.name, "creating the node's run", create)
         if child is None:
             # the node runs untracked: its training process must not log into the parent instead
-            os.environ.pop(tracking.RUN_ID_ENV, None)
+            tracking.use_run(None)
             return
         with self._lock:
             self._child_runs[node.name] = child
@@ -284,6 +284,7 @@ class MlflowTrackingHook:
                 self._curve_nodes.add(node.name)
         os.environ[tracking.RUN_ID_ENV] = child
         os.environ.setdefault(tracking.URI_ENV, self._store_uri())
+        tracking.use_run(child)
         params = {}
         for name, value in inputs.items():
             if name == "parameters":
@@ -308,6 +309,7 @@ class MlflowTrackingHook:
             except Exception as err:  # a plot that cannot be drawn or written never fails the node
                 tracking.report_failure(run_id, "drawing the training curves", err)
         tracking.guarded(run_id, "closing the run", lambda: self._client().set_terminated(run_id, status=status))
+        tracking.clear_run()
         if os.environ.get(tracking.RUN_ID_ENV) == run_id:
             # back to the parent between nodes (a parallel worker's next node finds it there)
             parent = self._parent_run_id or self._find_parent_of(run_id)
@@ -338,17 +340,11 @@ class MlflowTrackingHook:
         run = tracking.guarded(run_id, "finding the parent run", lambda: self._client().get_run(run_id))
         return run.data.tags.get("mlflow.parentRunId") if run is not None else None
 
-    def _back_to_parent(self) -> None:
-        """After a node whose run could not be created, MLFLOW_RUN_ID points at the parent again."""
-        parent = self._parent_run_id
-        if parent and tracking.URI_ENV in os.environ:
-            os.environ[tracking.RUN_ID_ENV] = parent
-
     @hook_impl
     def after_node_run(self, node, catalog, inputs, outputs, is_async, run_id) -> None:
         child = self._child_runs.get(node.name)
         if child is None:
-            self._back_to_parent()
+            tracking.clear_run()  # an untracked node: this thread follows MLFLOW_RUN_ID again
             return
         for name, value in outputs.items():
             if isinstance(value, dict):
@@ -394,4 +390,4 @@ class MlflowTrackingHook:
         if node.name in self._child_runs:
             self._finish_child(node.name, "FAILED")
         else:
-            self._back_to_parent()
+            tracking.clear_run()  # an untracked node: this thread follows MLFLOW_RUN_ID again

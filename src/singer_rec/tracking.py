@@ -52,11 +52,43 @@ def _client_for(uri: str):
     return MlflowClient(tracking_uri=uri)
 
 
+_UNSET = object()
+_node_run = threading.local()  # the run of the node this thread executes (set by the hook)
+
+
+def use_run(run_id: str | None) -> None:
+    """Make ``run_id`` this thread's run (None: this thread's node is not tracked).
+
+    The thread runner executes nodes side by side in one process, where one ``MLFLOW_RUN_ID``
+    cannot name each node's run: a thread's own run comes first.
+    """
+    _node_run.run_id = run_id
+
+
+def clear_run() -> None:
+    """Back to ``MLFLOW_RUN_ID`` for this thread."""
+    _node_run.run_id = _UNSET
+
+
 def active_run_id() -> str | None:
     """The child run of the node being executed, or None outside a tracked node."""
-    if os.environ.get(URI_ENV) and os.environ.get(RUN_ID_ENV):
-        return os.environ[RUN_ID_ENV]
-    return None
+    if not os.environ.get(URI_ENV):
+        return None
+    local = getattr(_node_run, "run_id", _UNSET)
+    if local is not _UNSET:
+        return local
+    return os.environ.get(RUN_ID_ENV) or None
+
+
+def child_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` with MLflow's run variable set to this thread's run (removed when it has none)."""
+    env = dict(env)
+    run_id = active_run_id()
+    if run_id:
+        env[RUN_ID_ENV] = run_id
+    elif getattr(_node_run, "run_id", _UNSET) is None:
+        env.pop(RUN_ID_ENV, None)
+    return env
 
 
 def short_error(err: BaseException) -> str:

@@ -68,7 +68,8 @@ def run_training(entry_module: str, config: dict[str, Any], num_processes: int =
             json.dump(config, f, indent=1, default=str)
         cmd = training_command(entry_module, config_path, int(num_processes))
         logger.info("Launching %s", " ".join(cmd))
-        child_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
+        # the node's own run, also when the thread runner runs nodes side by side
+        child_env = {**tracking.child_environment(os.environ), **(env or {}), "PYTHONUNBUFFERED": "1"}
         tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
         with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               env=child_env, bufsize=1) as proc:
