@@ -125,3 +125,20 @@ def test_guide_depth_by_items_and_title_prefix_reward_from_the_settings():
     for group, example in zip(groups, examples):
         if not example.is_sid and group.hard:  # κ / |y*| over the title tokens
             assert group.rewards == [match_depth(c, example.target) / len(example.target) for c in group.candidates]
+
+
+def test_bf16_autocast_step_runs_the_device_path(monkeypatch):
+    """An RL step with autocast (what a CUDA run does by default): rollouts and the update's forwards in
+    bf16, the loss and metrics finite, and the decoder copies only each batch's result to the host."""
+    copies = []
+    original = torch.Tensor.cpu
+    policy, reference, tokenizer, examples, sid_dict, title_dict, settings = _setup(
+        alignment="full", autocast="bf16", max_steps=2, learning_rate=1e-3)
+    monkeypatch.setattr(torch.Tensor, "cpu", lambda self, *a, **k: copies.append(tuple(self.shape)) or original(self, *a, **k))
+    result = rlt.train_grpo(policy, reference, tokenizer, examples, sid_dict, title_dict, settings, progress=False)
+    monkeypatch.undo()
+    assert rlt.amp_dtype(policy, settings) == torch.bfloat16
+    for record in result["history"]:
+        assert all(math.isfinite(record[key]) for key in ("loss", "kl", "entropy", "mean_reward"))
+    # every host copy is a [prompts, k] block of decoded items or scores, never a step's logits
+    assert copies and all(len(shape) == 2 and shape[1] <= settings.group_size for shape in copies)
