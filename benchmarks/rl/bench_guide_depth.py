@@ -12,21 +12,22 @@ all 16 prompts) after RL, per seed, for each ``guide_depth``.
 from __future__ import annotations
 
 import argparse
-import copy
 import itertools
 import os
 import random
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import torch
-from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from singer_rec import sid_format
-from singer_rec.modeling import add_sid_tokens, sid_vocabulary_for, train_scratch_tokenizer
-from singer_rec.prompts import render_for_model
-from singer_rec.training import rl as rlt
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from small_world import tiny_policy, train_and_probe  # noqa: E402
+
+from singer_rec import sid_format  # noqa: E402
+from singer_rec.prompts import render_for_model  # noqa: E402
 
 USERS = 16
 
@@ -38,13 +39,7 @@ def world(seed: int):
     items = {f"i{j:02d}": sid_format.format_sid(c) for j, c in enumerate(sorted(codes))}
     picked = rng.sample(sorted(items), 2 * USERS)
     history, target = picked[:USERS], picked[USERS:]
-    tokenizer = train_scratch_tokenizer(["Recommend after"] * 5 + [render_for_model("x")], 300)
-    add_sid_tokens(tokenizer, sid_vocabulary_for(items.values()))
-    torch.manual_seed(seed)
-    policy = Qwen2ForCausalLM(Qwen2Config(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=128, tie_word_embeddings=True,
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)).eval()
+    policy, tokenizer = tiny_policy(["Recommend after"] * 5 + [render_for_model("x")], items.values(), seed)
     rows = pd.DataFrame({"task": "semantic", "prompt": [f"Recommend after {items[h]}" for h in history],
                          "answer": [items[t] for t in target]})
     return policy, tokenizer, {"sid_map": items, "titles": {}}, rows
@@ -63,14 +58,7 @@ def main(argv=None) -> None:
     scores = {name: [] for name in variants}
     for seed in args.seeds:
         for name, extra in variants.items():
-            policy, tokenizer, meta, rows = world(seed)
-            settings = rlt.validate_settings(rlt.RLSettings(
-                alignment="sft", group_size=4, batch_size=8, micro_batch_size=32, probe_prompts=USERS, epochs=1000,
-                max_steps=args.steps, learning_rate=args.lr, seed=seed, **extra), 64)
-            sid_dict, _, _ = rlt.build_dictionaries(tokenizer, meta, len(tokenizer), False)
-            examples = rlt.build_examples(rows, tokenizer, sid_dict, None, settings)
-            result = rlt.train_grpo(policy, copy.deepcopy(policy), tokenizer, examples, sid_dict, None, settings,
-                                    progress=False)
+            result = train_and_probe(*world(seed), "sft", max_steps=args.steps, learning_rate=args.lr, seed=seed, **extra)
             history = result["history"]
             scores[name].append((result["probe"]["before"]["hit_rate"], result["probe"]["after"]["hit_rate"],
                                  statistics.mean(h["guide_length"] for h in history[: len(history) // 3])))

@@ -13,22 +13,23 @@ is the probe hit rate (unguided beam rollouts of all 16 prompts) after RL, per s
 from __future__ import annotations
 
 import argparse
-import copy
 import itertools
 import os
 import random
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import torch
-from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from singer_rec import sid_format
-from singer_rec.modeling import add_sid_tokens, sid_vocabulary_for, train_scratch_tokenizer
-from singer_rec.prompts import render_for_model
-from singer_rec.rl.rewards import TITLE_REWARDS
-from singer_rec.training import rl as rlt
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from small_world import tiny_policy, train_and_probe  # noqa: E402
+
+from singer_rec import sid_format  # noqa: E402
+from singer_rec.prompts import render_for_model  # noqa: E402
+from singer_rec.rl.rewards import TITLE_REWARDS  # noqa: E402
 
 WORDS = (["red", "blue", "green", "black"], ["steel", "wood", "glass", "paper"], ["cup", "box", "pen", "lamp"])
 USERS = 16
@@ -43,13 +44,7 @@ def world(seed: int):
     picked = rng.sample(sorted(items), 2 * USERS)
     history, target = picked[:USERS], picked[USERS:]
     corpus = list(titles.values()) * 3 + ["Title after"] * 5 + [render_for_model("x")]
-    tokenizer = train_scratch_tokenizer(corpus, 300)
-    add_sid_tokens(tokenizer, sid_vocabulary_for(items.values()))
-    torch.manual_seed(seed)
-    policy = Qwen2ForCausalLM(Qwen2Config(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=128, tie_word_embeddings=True,
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)).eval()
+    policy, tokenizer = tiny_policy(corpus, items.values(), seed)
     meta = {"sid_map": items, "titles": titles}
     rows = pd.DataFrame({"task": "sid_history_to_title", "prompt": [f"Title after {items[h]}" for h in history],
                          "answer": [titles[t] for t in target]})
@@ -68,14 +63,8 @@ def main(argv=None) -> None:
     scores: dict[str, list[tuple[float, float]]] = {kind: [] for kind in TITLE_REWARDS}
     for seed in args.seeds:
         for kind in TITLE_REWARDS:
-            policy, tokenizer, meta, rows = world(seed)
-            settings = rlt.validate_settings(rlt.RLSettings(
-                alignment="full", group_size=4, batch_size=8, micro_batch_size=32, probe_prompts=USERS, epochs=1000,
-                max_steps=args.steps, learning_rate=args.lr, title_reward=kind, seed=seed), 64)
-            sid_dict, title_dict, _ = rlt.build_dictionaries(tokenizer, meta, len(tokenizer), True)
-            examples = rlt.build_examples(rows, tokenizer, sid_dict, title_dict, settings)
-            result = rlt.train_grpo(policy, copy.deepcopy(policy), tokenizer, examples, sid_dict, title_dict, settings,
-                                    progress=False)
+            result = train_and_probe(*world(seed), "full", max_steps=args.steps, learning_rate=args.lr,
+                                     title_reward=kind, seed=seed)
             scores[kind].append((result["probe"]["before"]["hit_rate"], result["probe"]["after"]["hit_rate"]))
     print(f"# {USERS} title prompts, 64 titles, k = 4, {args.steps} steps, lr {args.lr}, seeds {args.seeds}; "
           f"{time.perf_counter() - started:.0f} s, load average {os.getloadavg()}")
