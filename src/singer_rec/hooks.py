@@ -150,9 +150,7 @@ class MlflowTrackingHook:
         return self._uri or os.environ.get(tracking.URI_ENV)
 
     def _client(self):
-        from mlflow.tracking import MlflowClient
-
-        return MlflowClient(tracking_uri=self._store_uri())
+        return tracking.client(self._store_uri())
 
     def _experiment_id(self, client) -> str:
         exp = client.get_experiment_by_name(self._experiment)
@@ -208,7 +206,7 @@ class MlflowTrackingHook:
         """Create the parent run: the write check of the store, before any node runs."""
         check_server(self._uri)
         try:
-            with tracking._quiet_mlflow():
+            with tracking.quiet_mlflow():
                 client = self._client()
                 run = client.create_run(self._experiment_id(client), tags=tags)
                 client.log_param(run.info.run_id, "kedro.env", tags["kedro.env"])

@@ -40,7 +40,8 @@ _failed_lock = threading.Lock()
 _NOISY_LOGGERS = ("mlflow.store.db.utils", "urllib3.connectionpool", "mlflow.utils.request_utils")
 
 
-def _client(uri: str | None = None):
+def client(uri: str | None = None):
+    """The MLflow client of a store (default: ``MLFLOW_TRACKING_URI``), one per store."""
     return _client_for(uri or os.environ[URI_ENV])
 
 
@@ -142,7 +143,7 @@ for _name in _NOISY_LOGGERS:
 
 
 @contextlib.contextmanager
-def _quiet_mlflow() -> Iterator[None]:
+def quiet_mlflow() -> Iterator[None]:
     _quiet_state.depth = getattr(_quiet_state, "depth", 0) + 1
     try:
         yield
@@ -155,7 +156,7 @@ def guarded(key: str, what: str, call: Callable[[], Any]) -> Any:
     if run_failed(key):
         return None
     try:
-        with _quiet_mlflow():
+        with quiet_mlflow():
             return call()
     except Exception as err:  # any store error: the training must not die of its bookkeeping
         if _is_refused_value(err):
@@ -202,9 +203,9 @@ def log_params(params: Mapping[str, Any], run_id: str | None = None, uri: str | 
     items = [Param(k, str(v)[:MAX_PARAM_CHARS]) for k, v in flatten(params).items()]
 
     def call() -> None:
-        client = _client(uri)
+        store = client(uri)
         for start in range(0, len(items), 100):  # the REST/SQL batch limit
-            client.log_batch(run_id, params=items[start : start + 100])
+            store.log_batch(run_id, params=items[start : start + 100])
 
     guarded(run_id, "logging parameters", call)
 
@@ -221,9 +222,9 @@ def log_metrics(metrics: Mapping[str, Any], step: int | None = None, run_id: str
     items = [Metric(k.replace("@", "_at_"), v, now, step or 0) for k, v in numeric_items(metrics).items()]
 
     def call() -> None:
-        client = _client(uri)
+        store = client(uri)
         for start in range(0, len(items), 1000):
-            client.log_batch(run_id, metrics=items[start : start + 1000])
+            store.log_batch(run_id, metrics=items[start : start + 1000])
 
     if items:
         guarded(run_id, "logging metrics", call)
@@ -237,11 +238,11 @@ def log_artifact(path: str | os.PathLike, artifact_path: str | None = None, run_
         return
 
     def call() -> None:
-        client = _client(uri)
+        store = client(uri)
         if os.path.isdir(path):
-            client.log_artifacts(run_id, str(path), artifact_path)
+            store.log_artifacts(run_id, str(path), artifact_path)
         else:
-            client.log_artifact(run_id, str(path), artifact_path)
+            store.log_artifact(run_id, str(path), artifact_path)
 
     guarded(run_id, f"logging the artifact {path}", call)
 
@@ -252,8 +253,8 @@ def set_tags(tags: Mapping[str, Any], run_id: str | None = None, uri: str | None
         return
 
     def call() -> None:
-        client = _client(uri)
+        store = client(uri)
         for key, value in tags.items():
-            client.set_tag(run_id, key, str(value))
+            store.set_tag(run_id, key, str(value))
 
     guarded(run_id, "setting tags", call)
