@@ -50,7 +50,7 @@ def train_rl_model(sft_model: Path, rl_dataset: pd.DataFrame, items: pd.DataFram
         {**config, "sft_model": str(sft_model)}, {"rl_dataset": rl_dataset, "item_sids": item_sids})
     if not params.get("resume", True):
         shutil.rmtree(run_dir, ignore_errors=True)
-    clean_finished_runs(params["work_dir"], int(params.get("keep_finished_runs", 2)), current=run_dir)
+    clean_finished_runs(params["work_dir"], params.get("keep_finished_runs", 2), current=run_dir)
     (run_dir / "inputs").mkdir(parents=True, exist_ok=True)
     dataset_path = run_dir / "inputs" / "rl_dataset.parquet"
     rl_dataset.to_parquet(dataset_path, index=False)

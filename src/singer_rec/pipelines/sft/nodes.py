@@ -46,7 +46,7 @@ def train_sft_model(sft_dataset_train: pd.DataFrame, sft_dataset_valid: pd.DataF
     run_dir = Path(params["work_dir"]) / _fingerprint(config, {**frames, "items": items, "item_sids": item_sids})
     if not params.get("resume", True):
         shutil.rmtree(run_dir, ignore_errors=True)
-    clean_finished_runs(params["work_dir"], int(params.get("keep_finished_runs", 2)), current=run_dir)
+    clean_finished_runs(params["work_dir"], params.get("keep_finished_runs", 2), current=run_dir)
     inputs = run_dir / "inputs"
     inputs.mkdir(parents=True, exist_ok=True)
     paths = {"train_path": inputs / "train.parquet", "valid_path": inputs / "valid.parquet",
