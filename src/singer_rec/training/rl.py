@@ -151,7 +151,14 @@ class PhaseTimer:
         return {f"time_{name}": value for name, value in self.seconds.items()}
 
 
-_NO_TIMER = PhaseTimer()
+class _NullTimer(PhaseTimer):
+    """Times nothing (rollouts outside a training step: the probes, tests)."""
+
+    def __call__(self, name: str):
+        return contextlib.nullcontext()
+
+
+_NO_TIMER = _NullTimer()
 
 
 # -- the item dictionaries ----------------------------------------------------------------------
