@@ -83,13 +83,13 @@ def run_sft(data: Path, tasks: list[str] | None, sft_overrides: dict, model_over
     """SFT through the training entry point (in this process), then test through the evaluate stage's code."""
     from kedro.config import OmegaConfigLoader
 
-    from singer_rec.pipelines.evaluate.nodes import predict_next_items
     from singer_rec.metrics import ranking_metrics
+    from singer_rec.pipelines.evaluate.nodes import predict_next_items
+    from singer_rec.settings import CONFIG_LOADER_ARGS
     from singer_rec.training import sft
 
     os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
-    loader = OmegaConfigLoader(str(ROOT / "conf"), base_env="base", default_run_env=conf_env,
-                               runtime_params={"raw_root": "unused"})
+    loader = OmegaConfigLoader(str(ROOT / "conf"), env=conf_env, **CONFIG_LOADER_ARGS)
     params = loader["parameters"]
     train_df = _load(data, "sft_dataset_train")
     if tasks:
