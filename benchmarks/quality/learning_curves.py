@@ -128,7 +128,7 @@ def plot(paths: list[str], out: str) -> None:
         label = f"{result.get('label', Path(path).stem)} (test HR@10 {result['test']['HR@10']:.3f})"
         for axis, metric in zip(axes, ("HR@10", "NDCG@10")):
             axis.plot(xs, [p[metric] for p in result["curve"]], marker=".", label=label)
-            axis.set_xlabel("training seconds")
+            axis.set_xlabel("training CPU seconds (one thread)")
             axis.set_ylabel(f"valid {metric}")
     axes[0].legend(fontsize=7)
     fig.tight_layout()

@@ -10,6 +10,7 @@ from singer_rec.baselines.tiger import (
     SidVocabulary,
     TigerConfig,
     _collate,
+    answer_loss,
     evaluate_tiger,
     recommend,
     train_tiger,
@@ -58,3 +59,26 @@ def test_tiger_learns_the_rule_and_decodes_valid_distinct_items():
     assert metrics["HR@10"] >= 0.9 and metrics["NDCG@10"] >= 0.8 and metrics["n"] == 200
     ranked = recommend(model, vocab, test["history"].tolist()[:5], config)
     assert all(len(r) == 10 and len(set(r)) == 10 and set(r) <= set(item_ids) for r in ranked)
+
+
+@pytest.mark.parametrize("select_metric", ["NDCG@10", "loss"])
+def test_tiger_keeps_the_epoch_with_the_best_valid_selection_metric(select_metric):
+    torch.set_num_threads(1)
+    item_ids, train, valid, test = rule_tables(num_items=40, num_users=120, max_len=6)
+    vocab = SidVocabulary(toy_sids(item_ids))
+    config = TigerConfig(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2, max_epochs=6,
+                         patience=6, batch_size=64, learning_rate=3e-3, max_history=6, seed=2,
+                         select_metric=select_metric, valid_rows=60)
+    model, info = train_tiger(vocab, train, valid, config)
+    curve = info["curve"]
+    assert [p["epoch"] for p in curve] == [1, 2, 3, 4, 5, 6]
+    if select_metric == "loss":
+        best = min(curve, key=lambda p: p["valid_loss"])
+        assert "NDCG@10" not in curve[0]
+    else:
+        best = max(curve, key=lambda p: p["NDCG@10"])  # first of equals, as the trainer keeps it
+        assert info["valid_NDCG_at_10"] == best["NDCG@10"] and curve[0]["n"] == 60
+    assert info["best_epoch"] == best["epoch"] and info["valid_loss"] == best["valid_loss"]
+    # the returned model is that epoch's: its valid loss is the recorded one
+    valid_prompts, valid_answers = vocab.encode(valid, 6, "valid")
+    assert answer_loss(model, valid_prompts, valid_answers) == pytest.approx(best["valid_loss"], abs=1e-6)

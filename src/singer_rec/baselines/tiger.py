@@ -7,8 +7,11 @@ SEP), so the project's constrained beam search (``singer_rec.decoding``) decodes
     prompt  = BOS, SID tokens of each history item (oldest first), SEP
     answer  = SID tokens of the next item            (loss on the answer tokens only)
 
-Early stopping uses the teacher-forced answer loss on valid; test items come from a beam search
-constrained to the item dictionary, ranked by sequence log-prob, scored with ``metrics.py``.
+Model selection and early stopping use the valid ranking (``select_metric``, NDCG@10 by default,
+on the first ``valid_rows`` valid rows, decoded as test is), like every other model of the
+project; ``select_metric: loss`` selects on the teacher-forced valid answer loss instead. Test
+items come from a beam search constrained to the item dictionary, ranked by sequence log-prob,
+scored with ``metrics.py``.
 """
 from __future__ import annotations
 
@@ -91,8 +94,10 @@ class TigerConfig:
     learning_rate: float = 1e-3
     weight_decay: float = 0.01
     batch_size: int = 256
-    max_epochs: int = 30
-    patience: int = 2
+    max_epochs: int = 60
+    patience: int = 8                  # epochs without a better select_metric
+    select_metric: str = "NDCG@10"     # loss | HR@K | NDCG@K of the valid ranking
+    valid_rows: int | None = 1000      # valid rows ranked after each epoch (null: all)
     num_beams: int = 10
     decode_batch_size: int = 64
     max_history: int = 10
@@ -148,15 +153,22 @@ def answer_loss(model, prompts, answers, batch_size: int = 512) -> float:
 
 
 def train_tiger(vocab: SidVocabulary, train: pd.DataFrame, valid: pd.DataFrame, config: TigerConfig):
-    """AdamW on the answer tokens, early stopping on valid loss. Returns (model at best epoch, info)."""
+    """AdamW on the answer tokens, selection and early stopping on the valid ranking (or loss).
+
+    Returns (model at its best epoch, info with the best epoch, its valid loss and metric, and the
+    per-epoch valid curve).
+    """
+    from singer_rec.training.sft import is_better
+
     train_prompts, train_answers = vocab.encode(train, config.max_history, "train_sequences")
     valid_prompts, valid_answers = vocab.encode(valid, config.max_history, "valid_sequences")
+    valid_ranked = valid if config.valid_rows is None else valid.head(config.valid_rows)
     longest = max(len(p) + len(a) for p, a in zip(train_prompts + valid_prompts, train_answers + valid_answers))
     model = build_tiger_model(vocab, config, max_positions=longest + 8 * len(vocab.offsets))
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     generator = torch.Generator().manual_seed(config.seed)
     started = time.perf_counter()
-    best_loss, best_state, best_epoch, stale = math.inf, None, 0, 0
+    best, best_state, best_epoch, best_loss, stale, curve = None, None, 0, math.inf, 0, []
     epochs = tqdm(range(1, config.max_epochs + 1), desc="tiger epochs", leave=False)
     for epoch in epochs:
         model.train()
@@ -170,10 +182,15 @@ def train_tiger(vocab: SidVocabulary, train: pd.DataFrame, valid: pd.DataFrame, 
             optimizer.step()
             total, batches = total + loss.item(), batches + 1
         valid_loss = answer_loss(model, valid_prompts, valid_answers)
-        tracking.log_metrics({"tiger.train_loss": total / batches, "tiger.valid_loss": valid_loss}, step=epoch)
-        epochs.set_postfix(loss=f"{total / batches:.4f}", valid_loss=f"{valid_loss:.4f}")
-        if valid_loss < best_loss:
-            best_loss, best_state, best_epoch, stale = valid_loss, copy.deepcopy(model.state_dict()), epoch, 0
+        ranked = {} if config.select_metric == "loss" else evaluate_tiger(model, vocab, valid_ranked, config, progress=False)
+        value = valid_loss if config.select_metric == "loss" else ranked[config.select_metric]
+        curve.append({"epoch": epoch, "seconds": time.perf_counter() - started, "valid_loss": valid_loss, **ranked})
+        tracking.log_metrics({"tiger.train_loss": total / batches, "tiger.valid_loss": valid_loss,
+                              **{f"tiger.valid_{k.replace('@', '_at_')}": v for k, v in ranked.items() if k != "n"}},
+                             step=epoch)
+        epochs.set_postfix(loss=f"{total / batches:.4f}", valid=f"{value:.4f}")
+        if is_better(config.select_metric, value, best):
+            best, best_state, best_epoch, best_loss, stale = value, copy.deepcopy(model.state_dict()), epoch, valid_loss, 0
         else:
             stale += 1
             if stale >= config.patience:
@@ -183,21 +200,23 @@ def train_tiger(vocab: SidVocabulary, train: pd.DataFrame, valid: pd.DataFrame, 
             break
     model.load_state_dict(best_state)
     model.eval()
-    return model, {"best_epoch": best_epoch, "valid_loss": best_loss}
+    return model, {"best_epoch": best_epoch, "valid_loss": best_loss, f"valid_{config.select_metric.replace('@', '_at_')}": best,
+                   "curve": curve}
 
 
-def recommend(model, vocab: SidVocabulary, histories: Sequence[Sequence[str]], config: TigerConfig) -> list[list[str]]:
+def recommend(model, vocab: SidVocabulary, histories: Sequence[Sequence[str]], config: TigerConfig,
+              progress: bool = True) -> list[list[str]]:
     """Top ``num_beams`` item ids per history by constrained beam search over the item dictionary."""
     from singer_rec.decoding import PrefixTrie, beam_search
 
     trie = PrefixTrie.build(vocab.item_tokens, vocab.vocab_size)
     prompts = [vocab.prompt(list(h)[-config.max_history:], f"history {i}: ") for i, h in enumerate(histories)]
     result = beam_search(model, prompts, trie, num_beams=config.num_beams, batch_size=config.decode_batch_size,
-                         pad_token_id=PAD, progress=True)
+                         pad_token_id=PAD, progress=progress)
     return [[vocab.item_ids[i] for i in items] for items in result.items]
 
 
 def evaluate_tiger(model, vocab: SidVocabulary, table: pd.DataFrame, config: TigerConfig,
-                   ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
-    ranked = recommend(model, vocab, table["history"].tolist(), config)
+                   ks: Sequence[int] = DEFAULT_KS, progress: bool = True) -> dict[str, float]:
+    ranked = recommend(model, vocab, table["history"].tolist(), config, progress=progress)
     return ranking_metrics(ranked, [str(t) for t in table["target"]], ks)

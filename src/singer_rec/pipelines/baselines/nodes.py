@@ -102,6 +102,7 @@ def train_tiger(item_sids: pd.DataFrame, train_sequences: pd.DataFrame, valid_se
         model, info = tiger.train_tiger(vocab, train_sequences, valid_sequences, config)
         metrics = tiger.evaluate_tiger(model, vocab, test_sequences, config)
     logger.info("tiger test %s", {k: round(v, 4) for k, v in metrics.items()})
+    info.pop("curve")  # per-epoch valid curve: logged to MLflow by train_tiger, not a metric
     return {**metrics, "wall_time_s": round(time.perf_counter() - started, 2), **info,
             "parameters": sum(p.numel() for p in model.parameters())}
 
