@@ -1,4 +1,4 @@
-"""Where one RL optimiser step spends its time, on Industrial-shaped data (issue: RL step speed).
+"""Where one RL optimiser step spends its time, on Industrial-shaped data.
 
 The world: the real Industrial_and_Scientific items (titles, descriptions) and MiniOneRec SIDs
 (3 levels x 256 codes; items whose shipped SID collides with an earlier item's are left out, so

@@ -51,7 +51,7 @@ RL_ALIGNMENT = {"none": False, "sft": False, "rl": True, "full": True}
 
 @dataclass
 class RLSettings:
-    """Everything that shapes the RL run (``parameters_rl.yml`` -> ``rl``); defaults = DESIGN.md."""
+    """Everything that shapes the RL run (``parameters_rl.yml`` -> ``rl``); defaults = the paper's settings (docs/rl.md)."""
 
     group_size: int = 16               # k: beam width = rollouts per prompt
     reward: str = "full"               # acc | acc+rank | full | sid-all
