@@ -120,7 +120,8 @@ def test_cpu_budget_is_one_run_config_flag_with_nested_params():
 
 @pytest.mark.parametrize("env", ["local", *REAL_ENVS])
 def test_every_environment_passes_parameter_validation(env):
-    assert set(validate_run_parameters(_parameters(env))) == {"ingest", "split", "embed", "sid", "prompts", "evaluate"}
+    assert set(validate_run_parameters(_parameters(env))) == {"ingest", "split", "embed", "sid", "prompts", "evaluate",
+                                                               "sft", "rl"}
 
 
 @pytest.mark.parametrize("override,message", [
@@ -142,6 +143,13 @@ def test_every_environment_passes_parameter_validation(env):
     ({"embed": {"text_fields": []}}, r"embed\.text_fields must name at least one column"),
     ({"prompts": {"sft_tasks": ["semantik"]}}, r"prompts\.sft_tasks: unknown task 'semantik'; allowed: \['semantic'"),
     ({"prompts": {"history_length": 0}}, r"prompts\.history_length must be >= 1, got 0"),
+    ({"sft": {"train": {"lrr": 1e-4}}}, r"unknown sft\.train parameter\(s\) \['lrr'\]; known: \[.*'lr'"),
+    ({"sft": {"train": {"lr": -1.0}}}, r"sft\.train\.lr must be > 0, got -1\.0"),
+    ({"sft": {"model": {"scratch": {"hidden": 64}}}}, r"unknown model\.scratch key\(s\) \['hidden'\]"),
+    ({"sft": {"epochs": 3}}, r"unknown parameter\(s\) \['sft\.epochs'\]; allowed keys of sft"),
+    ({"rl": {"settings": {"group_size": 1}}}, r"rl\.settings: rl group_size \(k\) must be >= 2"),
+    ({"rl": {"settings": {"lr": 1e-5}}}, r"rl\.settings: unknown rl parameter\(s\) \['lr'\]"),
+    ({"rl": {"start_from": "scratch"}}, r"rl\.start_from 'scratch'; allowed: \['sft', 'base'\]"),
 ])
 def test_a_bad_parameter_is_named_with_what_is_allowed(override, message):
     with pytest.raises(ValueError, match=message):

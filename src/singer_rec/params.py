@@ -35,6 +35,8 @@ SCHEMAS: dict[str, str] = {
     "sid": "singer_rec.pipelines.sid.nodes:SidParams",
     "prompts": "singer_rec.pipelines.prompts.nodes:PromptsParams",
     "evaluate": "singer_rec.pipelines.evaluate.nodes:EvaluateParams",
+    "sft": "singer_rec.pipelines.sft.nodes:SFTParams",
+    "rl": "singer_rec.pipelines.rl.nodes:RLParams",
 }
 
 

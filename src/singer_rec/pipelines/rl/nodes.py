@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,33 @@ logger = logging.getLogger(__name__)
 
 ENTRY_POINT = "singer_rec.training.rl"
 START_FROM = ("sft", "base")
+
+
+@dataclass
+class RLParams:
+    """The ``rl`` parameter block, checked when a run starts (``singer_rec.params``)."""
+
+    settings: Any                   # checked by training.rl.RLSettings / validate_settings
+    num_processes: int = 1
+    device: str = "auto"
+    work_dir: str = "data/06_models/rl_work"
+    resume: bool = True
+    keep_finished_runs: int = 2
+    keep_checkpoints: int = 2
+    start_from: str = "sft"
+    base_model: Any = None          # the RL-only variant's preset (same keys as sft.model)
+
+    def check(self, where: str) -> None:
+        if self.start_from not in ("sft", "base"):
+            raise ValueError(f"{where}.start_from {self.start_from!r}; allowed: ['sft', 'base']")
+        if self.num_processes < 1 or self.keep_checkpoints < 1 or self.keep_finished_runs < 0:
+            raise ValueError(f"{where}: num_processes and keep_checkpoints must be >= 1, keep_finished_runs >= 0")
+        if self.start_from == "base":
+            modeling.check_model_config(self.base_model or {})
+        try:
+            rl.validate_settings(rl.RLSettings.from_dict(self.settings))
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{where}.settings: {error}") from None
 
 
 def check_rl_params(params: dict[str, Any], seed: int, num_items: int) -> rl.RLSettings:

@@ -5,6 +5,7 @@ import hashlib
 import json
 import logging
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,25 @@ from singer_rec.training.workdirs import clean_finished_runs
 logger = logging.getLogger(__name__)
 
 ENTRY_POINT = "singer_rec.training.sft"
+
+
+@dataclass
+class SFTParams:
+    """The ``sft`` parameter block, checked when a run starts (``singer_rec.params``)."""
+
+    model: Any                      # checked by modeling.check_model_config
+    train: Any                      # checked by training.sft.SFTSettings
+    num_processes: int = 1
+    work_dir: str = "data/06_models/sft_work"
+    resume: bool = True
+    keep_finished_runs: int = 2
+
+    def check(self, where: str) -> None:
+        if self.num_processes < 1 or self.keep_finished_runs < 0:
+            raise ValueError(f"{where}: num_processes must be >= 1 and keep_finished_runs >= 0, got "
+                             f"{self.num_processes} and {self.keep_finished_runs}")
+        modeling.check_model_config(self.model)
+        sft.SFTSettings.from_dict(self.train, f"{where}.train")
 
 
 def _fingerprint(config: dict[str, Any], frames: dict[str, pd.DataFrame]) -> str:
