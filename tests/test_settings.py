@@ -121,7 +121,7 @@ def test_cpu_budget_is_one_run_config_flag_with_nested_params():
 @pytest.mark.parametrize("env", ["local", *REAL_ENVS])
 def test_every_environment_passes_parameter_validation(env):
     assert set(validate_run_parameters(_parameters(env))) == {"ingest", "split", "embed", "sid", "prompts", "evaluate",
-                                                               "sft", "rl"}
+                                                               "sft", "rl", "baselines"}
 
 
 @pytest.mark.parametrize("override,message", [
@@ -150,6 +150,10 @@ def test_every_environment_passes_parameter_validation(env):
     ({"rl": {"settings": {"group_size": 1}}}, r"rl\.settings: rl group_size \(k\) must be >= 2"),
     ({"rl": {"settings": {"lr": 1e-5}}}, r"rl\.settings: unknown rl parameter\(s\) \['lr'\]"),
     ({"rl": {"start_from": "scratch"}}, r"rl\.start_from 'scratch'; allowed: \['sft', 'base'\]"),
+    ({"baselines": {"training": {"los": "ce"}}}, r"unknown parameter\(s\) \['baselines\.training\.los'\]"),
+    ({"baselines": {"sasrec": {"model": {"layers": 2}}}}, r"\['baselines\.sasrec\.model\.layers'\]; allowed keys of baselines\.sasrec\.model: \["),
+    ({"baselines": {"caser": {"training": {"positions": "first"}}}}, r"baselines\.caser\.training: positions must be 'all' or 'last'"),
+    ({"baselines": {"tiger": {"patiense": 3}}}, r"\['baselines\.tiger\.patiense'\]"),
 ])
 def test_a_bad_parameter_is_named_with_what_is_allowed(override, message):
     with pytest.raises(ValueError, match=message):

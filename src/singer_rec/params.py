@@ -37,6 +37,7 @@ SCHEMAS: dict[str, str] = {
     "evaluate": "singer_rec.pipelines.evaluate.nodes:EvaluateParams",
     "sft": "singer_rec.pipelines.sft.nodes:SFTParams",
     "rl": "singer_rec.pipelines.rl.nodes:RLParams",
+    "baselines": "singer_rec.pipelines.baselines.nodes:BaselinesParams",
 }
 
 

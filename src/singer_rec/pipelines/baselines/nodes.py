@@ -1,9 +1,11 @@
 """Thin nodes: encode the split tables, train one baseline, return its test metrics as a dict."""
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass, fields
 from typing import Any
 
 import pandas as pd
@@ -24,6 +26,51 @@ logger = logging.getLogger(__name__)
 METRIC_COLUMNS = ["HR@3", "NDCG@3", "HR@5", "NDCG@5", "HR@10", "NDCG@10"]
 DISPLAY_NAMES = {"popularity": "Popularity", "gru4rec": "GRU4Rec", "caser": "Caser", "sasrec": "SASRec", "hstu": "HSTU",
                  "tiger": "TIGER"}
+
+
+def _check_keys(values: Any, allowed: set[str], where: str) -> dict[str, Any]:
+    if not isinstance(values, dict):
+        raise ValueError(f"{where} must be a mapping of parameters, got {values!r}")
+    unknown = sorted(set(values) - allowed)
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {[f'{where}.{k}' for k in unknown]}; allowed keys of {where}: {sorted(allowed)}")
+    return values
+
+
+@dataclass
+class BaselinesParams:
+    """The ``baselines`` parameter block, checked when a run starts (``singer_rec.params``): the
+    shared training keys, each model's ``model``/``training`` keys and the TIGER-style settings."""
+
+    max_history: int = 10
+    num_threads: int | None = None
+    training: Any = None
+    gru4rec: Any = None
+    caser: Any = None
+    sasrec: Any = None
+    hstu: Any = None
+    tiger: Any = None
+
+    def check(self, where: str) -> None:
+        from singer_rec.baselines.models import MODELS
+
+        if self.max_history < 1:
+            raise ValueError(f"{where}.max_history must be >= 1, got {self.max_history}")
+        train_keys = {f.name for f in fields(TrainConfig)} - {"seed"}
+        shared = _check_keys(self.training or {}, train_keys, f"{where}.training")
+        for name, cls in MODELS.items():
+            block = _check_keys(getattr(self, name) or {}, {"model", "training"}, f"{where}.{name}")
+            model_keys = set(inspect.signature(cls.__init__).parameters) - {"self", "num_items", "max_len"}
+            _check_keys(block.get("model") or {}, model_keys, f"{where}.{name}.model")
+            own = _check_keys(block.get("training") or {}, train_keys, f"{where}.{name}.training")
+            try:
+                TrainConfig(**{**shared, **own})
+            except ValueError as error:
+                raise ValueError(f"{where}.{name}.training: {error}") from None
+        tiger_keys = {f.name for f in fields(tiger.TigerConfig)} - {"seed", "max_history"}
+        config = tiger.TigerConfig(**_check_keys(self.tiger or {}, tiger_keys, f"{where}.tiger"))
+        if config.select_metric not in ("loss", "HR@3", "HR@5", "HR@10", "NDCG@3", "NDCG@5", "NDCG@10"):
+            raise ValueError(f"{where}.tiger.select_metric {config.select_metric!r}; allowed: loss, HR@K, NDCG@K (K in 3, 5, 10)")
 
 
 @contextmanager
