@@ -143,7 +143,7 @@ def test_every_environment_passes_parameter_validation(env):
     ({"embed": {"text_fields": []}}, r"embed\.text_fields must name at least one column"),
     ({"prompts": {"sft_tasks": ["semantik"]}}, r"prompts\.sft_tasks: unknown task 'semantik'; allowed: \['semantic'"),
     ({"prompts": {"history_length": 0}}, r"prompts\.history_length must be >= 1, got 0"),
-    ({"sft": {"train": {"lrr": 1e-4}}}, r"unknown sft\.train parameter\(s\) \['lrr'\]; known: \[.*'lr'"),
+    ({"sft": {"train": {"lrr": 1e-4}}}, r"unknown parameter\(s\) \['sft\.train\.lrr'\]; allowed keys of sft\.train: \[.*'lr'"),
     ({"sft": {"train": {"lr": -1.0}}}, r"sft\.train\.lr must be > 0, got -1\.0"),
     ({"sft": {"model": {"scratch": {"hidden": 64}}}}, r"unknown model\.scratch key\(s\) \['hidden'\]"),
     ({"sft": {"epochs": 3}}, r"unknown parameter\(s\) \['sft\.epochs'\]; allowed keys of sft"),

@@ -177,7 +177,7 @@ def test_unknown_preset_fails_in_the_child_with_a_clear_message(tmp_path):
 
 
 @pytest.mark.parametrize("values, message", [
-    ({"lrr": 1e-4}, r"unknown sft.train parameter\(s\) \['lrr'\]; known: \[.*'lr'"),
+    ({"lrr": 1e-4}, r"unknown parameter\(s\) \['sft.train.lrr'\]; allowed keys of sft.train: \[.*'lr'"),
     ({"lr": -1e-4}, r"sft.train.lr must be > 0, got -0.0001"),
     ({"patience": "3"}, r"sft.train.patience must be an integer, got '3'"),
     ({"batch_size": 0}, r"sft.train.batch_size must be >= 1, got 0"),
@@ -196,6 +196,6 @@ def test_a_misspelled_parameter_fails_in_the_node_before_anything_is_written(tmp
     paths = tiny_config(tmp_path / "inputs")
     frames = [pd.read_parquet(paths[k]) for k in ("train_path", "valid_path", "items_path", "item_sids_path")]
     params = {"model": {"preset": "scratch"}, "train": {"lrr": 1e-4}, "work_dir": str(tmp_path / "work")}
-    with pytest.raises(ValueError, match=r"\['lrr'\]"):
+    with pytest.raises(ValueError, match=r"\['sft.train.lrr'\]"):
         train_sft_model(*frames, params, {"templates": {}}, 42)
     assert not (tmp_path / "work").exists()

@@ -26,7 +26,7 @@ import shutil
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -77,31 +77,11 @@ class SFTSettings:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any] | None, where: str = "sft.train") -> SFTSettings:
         """Settings from a mapping; names the unknown key, the wrong type or the out-of-range value."""
-        values = dict(values or {})
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            raise ValueError(f"unknown {where} parameter(s) {unknown}; known: {sorted(known)}")
-        for name, value in values.items():
-            kind = known[name].type
-            nullable = "None" in str(kind)
-            if value is None:
-                if not nullable:
-                    raise ValueError(f"{where}.{name} must not be null")
-                continue
-            if "int" in str(kind) and "float" not in str(kind):
-                if isinstance(value, bool) or not isinstance(value, int):
-                    raise ValueError(f"{where}.{name} must be an integer, got {value!r}")
-            elif "float" in str(kind):
-                if isinstance(value, bool) or not isinstance(value, (int, float)):
-                    raise ValueError(f"{where}.{name} must be a number, got {value!r}")
-            elif "str" in str(kind) and not isinstance(value, str):
-                raise ValueError(f"{where}.{name} must be a string, got {value!r}")
-        settings = cls(**values)
-        settings.validate(where)
-        return settings
+        from singer_rec.params import from_params
 
-    def validate(self, where: str = "sft.train") -> None:
+        return from_params(cls, values, where)  # types, then ``check``
+
+    def check(self, where: str = "sft.train") -> None:
         for name in ("batch_size", "micro_batch_size", "epochs", "patience", "max_length", "checkpoint_every",
                      "keep_checkpoints", "log_every"):
             if getattr(self, name) < 1:
