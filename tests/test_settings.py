@@ -148,7 +148,7 @@ def test_every_environment_passes_parameter_validation(env):
     ({"sft": {"model": {"scratch": {"hidden": 64}}}}, r"unknown model\.scratch key\(s\) \['hidden'\]"),
     ({"sft": {"epochs": 3}}, r"unknown parameter\(s\) \['sft\.epochs'\]; allowed keys of sft"),
     ({"rl": {"settings": {"group_size": 1}}}, r"rl\.settings: rl group_size \(k\) must be >= 2"),
-    ({"rl": {"settings": {"lr": 1e-5}}}, r"rl\.settings: unknown rl parameter\(s\) \['lr'\]"),
+    ({"rl": {"settings": {"lr": 1e-5}}}, r"unknown parameter\(s\) \['rl\.settings\.lr'\]; allowed keys of rl\.settings: \["),
     ({"rl": {"start_from": "scratch"}}, r"rl\.start_from 'scratch'; allowed: \['sft', 'base'\]"),
     ({"baselines": {"training": {"los": "ce"}}}, r"unknown parameter\(s\) \['baselines\.training\.los'\]"),
     ({"baselines": {"sasrec": {"model": {"layers": 2}}}}, r"\['baselines\.sasrec\.model\.layers'\]; allowed keys of baselines\.sasrec\.model: \["),

@@ -99,7 +99,7 @@ def test_bad_configuration_fails_fast():
         rlt.validate_settings(rlt.RLSettings(alignment="both"))
     with pytest.raises(ValueError, match="unknown reward variant"):
         rlt.validate_settings(rlt.RLSettings(reward="rank"))
-    with pytest.raises(ValueError, match=r"unknown rl parameter\(s\) \['grup_size'\]"):
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['rl\.settings\.grup_size'\]; allowed keys of rl\.settings"):
         rlt.RLSettings.from_dict({"grup_size": 4})
     with pytest.raises(ValueError, match="unknown title_reward 'prefixes'"):
         rlt.validate_settings(rlt.RLSettings(title_reward="prefixes"))

@@ -44,8 +44,9 @@ class RLParams:
             raise ValueError(f"{where}: num_processes and keep_checkpoints must be >= 1, keep_finished_runs >= 0")
         if self.start_from == "base":
             modeling.check_model_config(self.base_model or {})
+        settings = rl.RLSettings.from_dict(self.settings, f"{where}.settings")  # names the key itself
         try:
-            rl.validate_settings(rl.RLSettings.from_dict(self.settings))
+            rl.validate_settings(settings)
         except (TypeError, ValueError) as error:
             raise ValueError(f"{where}.settings: {error}") from None
 

@@ -1,0 +1,70 @@
+"""The RL training process: read the config file, load the models and data, train, write the RL model."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from singer_rec import tracking
+from singer_rec.training import common
+from singer_rec.training.rl.examples import build_dictionaries, build_examples
+from singer_rec.training.rl.loop import train_grpo
+from singer_rec.training.rl.settings import RL_ALIGNMENT, RLSettings, validate_settings
+
+logger = logging.getLogger(__name__)
+
+def run(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Train from files. Config keys: ``model_path`` (the policy's start: SFT model, or a base model
+    folder for the RL-only variant), ``reference_path`` (frozen KL reference; default model_path),
+    ``dataset_path`` (rl_dataset parquet), ``output_path`` (the RL model folder to write),
+    ``checkpoint_dir``, ``result_path`` (json summary), ``device`` (auto|cpu|cuda), ``rl`` (settings)."""
+    import pandas as pd
+
+    from singer_rec.modeling import load_model_folder, save_model_folder
+
+    settings = RLSettings.from_dict(config.get("rl"))
+    dist = common.init_distributed(config.get("device", "auto"))
+    try:
+        common.seed_everything(settings.seed)
+        policy, tokenizer, meta = load_model_folder(config["model_path"], device=str(dist.device))
+        validate_settings(settings, num_items=len(meta["sid_map"]))
+        reference = None
+        if settings.beta > 0:
+            reference, _, _ = load_model_folder(config.get("reference_path") or config["model_path"], device=str(dist.device))
+        frame = pd.read_parquet(config["dataset_path"])
+        if settings.max_prompts is not None:
+            frame = frame.sample(frac=1.0, random_state=settings.seed).head(settings.max_prompts).reset_index(drop=True)
+        need_titles = RL_ALIGNMENT[settings.alignment]
+        sid_dict, title_dict, _ = build_dictionaries(tokenizer, meta, policy.config.vocab_size, need_titles)
+        examples = build_examples(frame, tokenizer, sid_dict, title_dict, settings)
+        logger.info("RL: %d prompts (%d with SID answers), k=%d, reward=%s, sampling=%s, alignment=%s, %d process(es)",
+                    len(examples), sum(e.is_sid for e in examples), settings.group_size, settings.reward,
+                    settings.sampling, settings.alignment, dist.world_size)
+        if dist.is_main:
+            tracking.log_params({"rl.prompts": len(examples), "rl.items": len(sid_dict.sequences)})
+        checkpoint_dir = Path(config["checkpoint_dir"]) if config.get("checkpoint_dir") else None
+        started = time.perf_counter()
+        result = train_grpo(policy, reference, tokenizer, examples, sid_dict, title_dict, settings, checkpoint_dir,
+                            dist=dist, keep_checkpoints=int(config.get("keep_checkpoints", 2)))
+        result["wall_seconds"] = time.perf_counter() - started
+        result["prompts"] = len(examples)
+        if dist.is_main:
+            meta = dict(meta)
+            meta["rl"] = {"settings": asdict(settings), "steps": result["total_steps"], "prompts": len(examples),
+                          "started_from": str(config["model_path"])}
+            save_model_folder(policy, tokenizer, meta, config["output_path"])
+            if config.get("result_path"):
+                Path(config["result_path"]).write_text(json.dumps(result), encoding="utf-8")
+        dist.barrier()
+        return result
+    finally:
+        common.close_distributed(dist)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    run(common.read_config(list(argv) if argv is not None else None))
