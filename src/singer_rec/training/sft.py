@@ -63,6 +63,7 @@ class SFTSettings:
     max_train_samples: int | None = None
     max_valid_samples: int | None = None  # valid rows for the valid loss (seeded sample)
     max_length: int = 256               # tokens; long prompts lose their start, never the answer
+    group_by_length: bool = False       # batches of similar length (shuffled mega-batches, as HF's sampler)
     select_metric: str = "NDCG@10"      # loss | HR@K | NDCG@K (K in 3, 5, 10) on the valid ranking sample
     valid_ranking_rows: int | None = 256  # valid rows ranked at each evaluation (seeded sample; null: all)
     valid_num_beams: int = 20           # beam width of that ranking (>= 10)
@@ -112,6 +113,7 @@ def split_config(cfg: Mapping[str, Any]) -> tuple[dict[str, Any], SFTSettings]:
 
 
 IGNORE_INDEX = -100
+LENGTH_GROUP_BATCHES = 50  # batches per length-sorted mega-batch (transformers' LengthGroupedSampler)
 _SID_IN_TEXT = re.compile(r"(?:<[a-z]_\d+>)+")
 
 
@@ -156,6 +158,36 @@ def answer_token_loss(model, batch: Mapping[str, torch.Tensor]) -> tuple[torch.T
         ignore_index=IGNORE_INDEX, reduction="sum",
     )
     return loss, int((shift_labels != IGNORE_INDEX).sum())
+
+
+def epoch_order(lengths: Sequence[int], seed: int, epoch: int, batch_size: int,
+                group_by_length: bool = False) -> np.ndarray:
+    """The sample order of one epoch: step ``s`` trains on ``order[s * batch_size : (s + 1) * batch_size]``.
+
+    A seeded permutation (the same on every process, so DDP ranks split the same batch). With
+    ``group_by_length`` the permutation is cut into mega-batches of ``LENGTH_GROUP_BATCHES``
+    batches, each sorted by length and cut into batches, and the full batches are shuffled; a
+    short last batch stays last so every step but the last has ``batch_size`` samples.
+    """
+    rng = np.random.default_rng(seed + epoch)
+    order = rng.permutation(len(lengths))
+    if not group_by_length or len(order) == 0:
+        return order
+    mega = batch_size * LENGTH_GROUP_BATCHES
+    batches = []
+    for start in range(0, len(order), mega):
+        chunk = order[start : start + mega]
+        chunk = chunk[np.argsort([lengths[i] for i in chunk], kind="stable")]
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    short = [batches.pop()] if batches and len(batches[-1]) < batch_size else []
+    return np.concatenate([batches[i] for i in rng.permutation(len(batches))] + short)
+
+
+def micro_batches(examples: list[tuple[list[int], list[int]]], micro_batch_size: int) -> list[list]:
+    """A step's examples sorted by length and cut into micro-batches: similar lengths pad less,
+    and the step's gradient (a sum over them) is unchanged."""
+    ordered = sorted(examples, key=lambda example: len(example[0]))
+    return [ordered[i : i + micro_batch_size] for i in range(0, len(ordered), micro_batch_size)]
 
 
 def tokenizer_corpus(items: pd.DataFrame, templates: Mapping[str, Iterable[str]]) -> list[str]:
@@ -412,9 +444,13 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
             tracking.log_metrics({"resumed_from_step": resumed_from}, step=resumed_from)
     progress = tqdm(total=total_steps, initial=step, desc="sft", disable=not dist.is_main, file=sys.stdout,
                     mininterval=5 if sys.stdout.isatty() else 30)  # a piped log gets a line per update
+    train_lengths = [len(ids) for ids, _ in train_examples]
+    epoch_orders: dict[int, np.ndarray] = {}  # this epoch's order, built once
     while step < total_steps and not state["stopped_early"]:
         epoch, position = divmod(step, steps_per_epoch)
-        order = np.random.default_rng(cfg["seed"] + epoch).permutation(len(train_examples))
+        if epoch not in epoch_orders:
+            epoch_orders = {epoch: epoch_order(train_lengths, cfg["seed"], epoch, batch_size, cfg["group_by_length"])}
+        order = epoch_orders[epoch]
         global_batch = order[position * batch_size : (position + 1) * batch_size]
         local = [train_examples[i] for i in global_batch[dist.rank :: dist.world_size]]
         tokens_here = sum(sum(1 for x in labs[1:] if x != IGNORE_INDEX) for _, labs in local)
@@ -425,9 +461,7 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
         # with one sample at weight 0
         weight = 1.0 if local else 0.0
         local = local or [train_examples[global_batch[0]]]
-        # micro-batches of similar length pad less; the step's gradient (a sum) is unchanged
-        local.sort(key=lambda example: len(example[0]))
-        chunks = [local[i : i + micro] for i in range(0, len(local), micro)]
+        chunks = micro_batches(local, micro)
         for index, chunk in enumerate(chunks):
             batch = {k: v.to(dist.device) for k, v in collate(chunk, pad_id).items()}
             sync = (index == len(chunks) - 1) or not dist.enabled
