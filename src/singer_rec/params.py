@@ -8,7 +8,9 @@ allowed ones), wrong types and out-of-range values, each error naming the full d
     protocol: str = field(default="chronological", metadata=rule(choices=("chronological", "leave_last_out")))
 
 Nested dataclass fields are built recursively. A class may add cross-field checks in a
-``check(self, where)`` method. ``validate_run_parameters`` checks every known block of a run before
+``check(self, where)`` method, and list keys it no longer has in a ``RENAMED_KEYS`` class
+attribute (old name -> new name): an old key then fails with "sft.train.lr was renamed to
+learning_rate". ``validate_run_parameters`` checks every known block of a run before
 any node reads data (the project's settings register it as a ``before_pipeline_run`` hook).
 """
 from __future__ import annotations
@@ -37,6 +39,7 @@ SCHEMAS: dict[str, str] = {
     "evaluate": "singer_rec.pipelines.evaluate.nodes:EvaluateParams",
     "sft": "singer_rec.pipelines.sft.nodes:SFTParams",
     "rl": "singer_rec.pipelines.rl.nodes:RLParams",
+    "sdpo": "singer_rec.pipelines.sdpo.nodes:SDPOParams",
     "baselines": "singer_rec.pipelines.baselines.nodes:BaselinesParams",
 }
 
@@ -132,6 +135,10 @@ def from_params(cls: type[T], values: Mapping[str, Any] | None, where: str) -> T
         raise ValueError(f"{where} must be a mapping of parameters, got {values!r}")
     hints = typing.get_type_hints(cls)
     known = {f.name: f for f in dataclasses.fields(cls)}
+    renamed = getattr(cls, "RENAMED_KEYS", {})
+    old_names = sorted(str(k) for k in values if k in renamed and k not in known)
+    if old_names:
+        raise ValueError("; ".join(f"{where}.{k} was renamed to {renamed[k]}" for k in old_names))
     unknown = sorted(str(k) for k in values if k not in known)
     if unknown:
         raise ValueError(f"unknown parameter(s) {[f'{where}.{k}' for k in unknown]}; "
