@@ -12,6 +12,9 @@ one row per item:
 | ``sid_history_to_title`` | SID history | next title | sequences |
 | ``description_to_sid`` | description | SID | items |
 
+One more task serves the BIGRec / D3 baselines only (never SINGER's task lists):
+``title_history_to_title`` (title history -> next title, BIGRec's instruction), one row per sequence.
+
 Templates are ``str.format`` strings with the fields ``{history}``, ``{sid}``, ``{title}`` or
 ``{description}``; a task may have several phrasings, one is picked per row by a seeded RNG.
 """
@@ -34,7 +37,11 @@ DEFAULT_SEMANTIC_TEMPLATE = (
 SEQUENCE_TASKS = ("semantic", "title_history_to_sid", "sid_history_to_title")
 ITEM_TASKS = ("sid_to_title", "title_to_sid", "description_to_sid")
 TASKS = ("semantic", "sid_to_title", "title_to_sid", "title_history_to_sid", "sid_history_to_title", "description_to_sid")
+BASELINE_TASKS = ("title_history_to_title",)  # the title-generating LLM baselines' task, not SINGER's
+TITLE_HISTORY_TASKS = ("title_history_to_sid", "title_history_to_title")
+TITLE_ANSWER_TASKS = ("sid_history_to_title", "title_history_to_title")
 TASK_FIELDS = {
+    "title_history_to_title": "history",
     "semantic": "history",
     "title_history_to_sid": "history",
     "sid_history_to_title": "history",
@@ -53,6 +60,11 @@ PAPER_TEMPLATES: dict[str, list[str]] = {
         "Can you predict the title of the next item that the user may expect?"
     ],
     "description_to_sid": ["An item can be described as follows: {description} Which item is it describing?"],
+    # BIGRec's instruction and input (Bao et al. 2023), with "item" for the domain word
+    "title_history_to_title": [
+        "Given a list of items the user has interacted with before, please recommend a new item that the user "
+        "likes to the user. The user has interacted with the following items before: {history}"
+    ],
 }
 OUTPUT_COLUMNS = ["task", "prompt", "answer", "user_id", "target"]
 
@@ -116,7 +128,7 @@ class PromptBuilder:
         self.seed = int(seed)
 
     def _rng(self, task: str, split: str) -> np.random.Generator:
-        return np.random.default_rng([self.seed, TASKS.index(task), sum(map(ord, split))])
+        return np.random.default_rng([self.seed, (TASKS + BASELINE_TASKS).index(task), sum(map(ord, split))])
 
     def _sid(self, item_id: str, where: str) -> str:
         try:
@@ -143,11 +155,11 @@ class PromptBuilder:
             target = str(target)
             if task == "semantic":
                 shown = ", ".join(self._sid(h, where + " history") for h in history)
-            elif task == "title_history_to_sid":
+            elif task in TITLE_HISTORY_TASKS:
                 shown = quoted_history([self._title(h, where + " history") for h in history])
             else:
                 shown = quoted_history([self._sid(h, where + " history") for h in history])
-            answer = self._title(target, where + " target") if task == "sid_history_to_title" else self._sid(target, where + " target")
+            answer = self._title(target, where + " target") if task in TITLE_ANSWER_TASKS else self._sid(target, where + " target")
             if not answer:
                 continue  # an item without a title cannot be a title answer
             template = templates[int(rng.integers(len(templates)))]
@@ -180,7 +192,7 @@ class PromptBuilder:
         check_templates(self.templates, tasks)
         rows: list[dict[str, Any]] = []
         for task in tasks:
-            if task in SEQUENCE_TASKS:
+            if task in SEQUENCE_TASKS + BASELINE_TASKS:
                 rows += self.sequence_rows(task, sequences, name)
             elif item_tasks:
                 rows += self.item_rows(task, name)
