@@ -13,7 +13,7 @@ import pandas as pd
 
 from singer_rec import modeling
 from singer_rec.training import sft
-from singer_rec.training.launch import run_training
+from singer_rec.training.launch import Rendezvous, run_training
 from singer_rec.training.workdirs import clean_finished_runs
 
 logger = logging.getLogger(__name__)
@@ -31,6 +31,7 @@ class SFTParams:
     work_dir: str = "data/06_models/sft_work"
     resume: bool = True
     keep_finished_runs: int = 2
+    torchrun: Rendezvous | None = None  # several machines (docs/architecture.md); null: this one
 
     def check(self, where: str) -> None:
         if self.num_processes < 1 or self.keep_finished_runs < 0:
@@ -79,7 +80,7 @@ def train_sft_model(sft_dataset_train: pd.DataFrame, sft_dataset_valid: pd.DataF
                    "checkpoint_dir": str((run_dir / "checkpoints").resolve()),
                    "result_path": str((run_dir / "result.json").resolve())})
     logger.info("SFT run folder %s (%d train rows, %d valid rows)", run_dir, len(sft_dataset_train), len(sft_dataset_valid))
-    result = run_training(ENTRY_POINT, config, int(params.get("num_processes", 1)))
+    result = run_training(ENTRY_POINT, config, int(params.get("num_processes", 1)), rendezvous=params.get("torchrun"))
     # the model folder is complete: the checkpoints and the input copies are no longer needed
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     shutil.rmtree(inputs, ignore_errors=True)
