@@ -1,5 +1,6 @@
 """S-DPO: exact loss values, the negative sampler, and the trainer on the tiny world (learning, resume)."""
 import copy
+import json
 import math
 import shutil
 from pathlib import Path
@@ -127,7 +128,9 @@ def test_sdpo_steps_lower_the_loss_and_rank_the_positives_higher():
 
 def _config(tmp_path, run, **settings):
     if not (tmp_path / "train.parquet").is_file():
-        _, data_path = write(tmp_path / "inputs")
+        model_path, data_path = write(tmp_path / "inputs")
+        config = json.loads((model_path / "config.json").read_text())  # dropout must stay off while training
+        (model_path / "config.json").write_text(json.dumps({**config, "attention_dropout": 0.5}))
         frame = pd.read_parquet(data_path)
         frame.to_parquet(tmp_path / "train.parquet")
         frame[frame["task"] == "semantic"].to_parquet(tmp_path / "valid.parquet")

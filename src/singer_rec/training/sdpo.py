@@ -217,7 +217,6 @@ def train(cfg: Mapping[str, Any]) -> dict[str, Any]:
         restored = common.load_checkpoint(last, policy, optimizer, scheduler)
         step, state, resumed_from = restored["step"], restored["trainer"], restored["step"]
         logger.info("Resumed S-DPO from %s (step %d of %d)", last, step, total_steps)
-    policy.eval()  # dropout off; gradients still flow
 
     def evaluate_and_select() -> None:
         """Valid ranking at ``step``; keeps the best model folder; early stopping."""
@@ -243,6 +242,7 @@ def train(cfg: Mapping[str, Any]) -> dict[str, Any]:
                 len(prefs.answers), settings.num_negatives, settings.beta, total_steps)
     while step < total_steps and not state["stopped_early"]:
         t0 = time.time()
+        policy.eval()  # dropout off (the valid ranking leaves the model in train mode)
         batch = step_batch(len(prefs.prompts), settings.batch_size, step, settings.seed)
         generator = torch.Generator().manual_seed(settings.seed * 100_003 + step)  # this step's negatives
         negatives = sample_negatives(len(prefs.answers), [prefs.targets[i] for i in batch],
