@@ -11,7 +11,7 @@ from conftest import PROJECT_ROOT
 from singer_rec.settings import CONFIG_LOADER_ARGS
 
 ENVS = ["local", "giftcards", "industrial", "office"]
-STUDIED = ["__default__", "baselines", "report", "ablations"]
+STUDIED = ["__default__", "baselines", "report", "ablations", "llm_baselines", "sdpo"]
 RAW_TYPE = "singer_rec.data.raw.RawFilesDataset"
 
 
@@ -47,7 +47,7 @@ def test_the_default_run_starts_at_raw_datasets_only(pipelines, env):
 
 @pytest.mark.parametrize("name", STUDIED)
 def test_every_free_input_is_raw_a_parameter_or_a_registered_output(pipelines, name):
-    """baselines, report and ablations read what other pipelines write; nothing comes from nowhere."""
+    """baselines, llm_baselines, sdpo, report and ablations read what other pipelines write; nothing comes from nowhere."""
     produced = set().union(*(p.all_outputs() for p in pipelines.values()))
     raw = _raw_datasets("local")
     orphans = _free_data_inputs(pipelines[name]) - produced - raw
@@ -61,8 +61,17 @@ def test_the_studied_pipelines_together_start_at_raw_datasets_only(pipelines):
 
 def test_the_report_consumes_the_producing_datasets(pipelines):
     report_inputs = _free_data_inputs(pipelines["report"])
-    assert report_inputs == {"baseline_metrics", "sft.test_metrics", "rl.test_metrics"}
-    assert report_inputs <= pipelines["baselines"].all_outputs() | pipelines["evaluate"].all_outputs()
+    assert report_inputs == {"baseline_metrics", "sft.test_metrics", "rl.test_metrics", "llm_baseline_metrics",
+                             "sdpo_metrics"}
+    producers = ("baselines", "evaluate", "llm_baselines", "sdpo")
+    assert report_inputs <= set().union(*(pipelines[name].all_outputs() for name in producers))
+
+
+def test_llm_baselines_start_from_the_splits_the_sids_and_parameters_only(pipelines):
+    """Its only data inputs are other stages' outputs; it is not in the default run."""
+    assert _free_data_inputs(pipelines["llm_baselines"]) == {"items", "item_sids", "train_sequences",
+                                                             "valid_sequences", "test_sequences"}
+    assert not pipelines["llm_baselines"].all_outputs() & pipelines["__default__"].all_outputs()
 
 
 def _filepaths(entry: dict) -> list[str]:

@@ -3,7 +3,7 @@ from kedro.framework.project import find_pipelines
 from kedro.pipeline import Pipeline
 
 # Stages left out of the default `kedro run` (run them by name).
-NOT_IN_DEFAULT = {"baselines", "report", "ablations"}
+NOT_IN_DEFAULT = {"baselines", "report", "ablations", "llm_baselines", "sdpo"}
 
 
 def register_pipelines() -> dict[str, Pipeline]:

@@ -109,6 +109,8 @@ def test_report_pipeline_runs_with_absent_optional_inputs(tmp_path):
         "baseline_metrics": MemoryDataset(BASELINES),
         "sft.test_metrics": OptionalDataset({"type": "json.JSONDataset", "filepath": str(tmp_path / "sft.json")}),
         "rl.test_metrics": OptionalDataset({"type": "json.JSONDataset", "filepath": str(tmp_path / "absent.json")}),
+        "llm_baseline_metrics": OptionalDataset({"type": "json.JSONDataset", "filepath": str(tmp_path / "no_llm.json")}),
+        "sdpo_metrics": OptionalDataset({"type": "json.JSONDataset", "filepath": str(tmp_path / "no_sdpo.json")}),
         "params:report": MemoryDataset(PARAMS),
         "params:paper_table1": MemoryDataset(PAPER),
         "results_table": MemoryDataset(),
@@ -118,6 +120,50 @@ def test_report_pipeline_runs_with_absent_optional_inputs(tmp_path):
     SequentialRunner().run(create_pipeline(), catalog)
     assert catalog["results_markdown"].load() == EXPECTED_MARKDOWN
     assert catalog["results_table"].load().to_csv(index=False) == EXPECTED_CSV
+
+
+def _row(value: float, wall: float) -> dict:
+    return {**dict.fromkeys(METRICS, value), "n": 10, "wall_time_s": wall}
+
+
+def test_llm_baseline_and_sdpo_json_fill_their_rows_and_an_absent_one_is_named(tmp_path):
+    """llm_baseline_metrics / sdpo_metrics ({method: metrics}, as their pipelines write them) fill the
+    LLM-based rows; through the real runner, an absent sdpo file reads None and is named."""
+    llm = {"BIGRec": _row(0.2, 30.0), "BIGRec (title-constrained)": _row(0.3, 31.0), "D3": _row(0.4, 32.0)}
+    (tmp_path / "llm.json").write_text(json.dumps(llm))
+    params = {**PARAMS, "include": ["baselines", "llm_baselines", "sdpo", "sft"], "anchors_dataset": None,
+              "model_names": {**PARAMS["model_names"], "sdpo": "S-DPO"},
+              "groups": {"Traditional": ["SASRec"], "LLM-based": ["BIGRec", "BIGRec (title-constrained)", "D3", "S-DPO"]}}
+    optional = lambda name: OptionalDataset({"type": "json.JSONDataset", "filepath": str(tmp_path / name)})  # noqa: E731
+    catalog = DataCatalog({
+        "baseline_metrics": MemoryDataset(BASELINES.iloc[:1]), "sft.test_metrics": optional("absent_sft.json"),
+        "rl.test_metrics": optional("absent_rl.json"), "llm_baseline_metrics": optional("llm.json"),
+        "sdpo_metrics": optional("sdpo.json"), "params:report": MemoryDataset(params),
+        "params:paper_table1": MemoryDataset(PAPER), "results_table": MemoryDataset(),
+        "results_markdown": MemoryDataset(), "results_chart": MemoryDataset(copy_mode="assign"),
+    })
+    SequentialRunner().run(create_pipeline(), catalog)
+    table, markdown = catalog["results_table"].load(), catalog["results_markdown"].load()
+    assert table[["group", "method", "status", "HR@10", "wall_time_s"]].fillna(-1).values.tolist() == [
+        ["Traditional", "SASRec", "run", 0.1, 3.0], ["LLM-based", "BIGRec", "run", 0.2, 30.0],
+        ["LLM-based", "BIGRec (title-constrained)", "run", 0.3, 31.0], ["LLM-based", "D3", "run", 0.4, 32.0],
+        ["LLM-based", "S-DPO", "not run", -1, -1]]
+    assert "Not in this run (input absent): S-DPO, SINGER-SFT." in markdown
+    (tmp_path / "sdpo.json").write_text(json.dumps({"S-DPO": _row(0.5, 40.0)}))
+    SequentialRunner().run(create_pipeline(), catalog)
+    table = catalog["results_table"].load()
+    assert table.set_index("method").loc["S-DPO", ["status", "NDCG@10"]].tolist() == ["run", 0.5]
+    assert "|  | D3 | 0.4000 |" in catalog["results_markdown"].load()
+
+
+def test_method_json_must_map_methods_to_metric_mappings():
+    from singer_rec.pipelines.report.nodes import method_table
+
+    assert method_table([{"method": "D3", **_row(0.1, 1.0)}], "x")["method"].tolist() == ["D3"]
+    with pytest.raises(ValueError, match="sdpo_metrics: expected .* the entry of 'HR@3' is not a mapping"):
+        build_report(None, None, None, {**PARAMS, "include": ["sdpo"]}, PAPER, sdpo_metrics=_row(0.1, 1.0))
+    with pytest.raises(ValueError, match=r"sdpo_metrics: 'S-DPO' lacks metric\(s\) \['NDCG@3', 'HR@5'"):
+        build_report(None, None, None, {**PARAMS, "include": ["sdpo"]}, PAPER, sdpo_metrics={"S-DPO": {"HR@3": 0.1}})
 
 
 def test_paper_table1_in_conf_matches_the_paper_text(project_root):

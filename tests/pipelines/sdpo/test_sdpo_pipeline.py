@@ -28,8 +28,12 @@ TRAIN = {"learning_rate": 3e-3, "batch_size": 4, "micro_batch_size": 4, "epochs"
 def _catalog(tmp_path, train=TRAIN) -> DataCatalog:
     """The project's sdpo catalog entries (paths moved under tmp_path) + in-memory inputs."""
     conf = yaml.safe_load((PROJECT_ROOT / "conf/base/catalog_sdpo.yml").read_text())
-    moved = {name: {**entry, "filepath": str(tmp_path / entry["filepath"].replace("${globals:data_root}/", ""))}
-             for name, entry in conf.items()}
+    def move(entry):  # an optional entry holds its file in its inner dataset
+        if "dataset" in entry:
+            return {**entry, "dataset": move(entry["dataset"])}
+        return {**entry, "filepath": str(tmp_path / entry["filepath"].replace("${globals:data_root}/", ""))}
+
+    moved = {name: move(entry) for name, entry in conf.items()}
     catalog = DataCatalog.from_config(moved)
     sft_path, data_path = tiny_world.write(tmp_path / "inputs")
     frame = pd.read_parquet(data_path)

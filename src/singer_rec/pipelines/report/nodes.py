@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
@@ -10,33 +11,65 @@ from singer_rec.baselines import report
 
 logger = logging.getLogger(__name__)
 
+# inputs holding one row per method (a table, or json keyed by method) and inputs of one model each
+TABLE_INPUTS = ("baselines", "llm_baselines", "sdpo")
+MODEL_INPUTS = ("sft", "rl")
+INPUTS = TABLE_INPUTS + MODEL_INPUTS
+
+
+def method_table(metrics: pd.DataFrame | Mapping | list | None, source: str) -> pd.DataFrame | None:
+    """Per-method metrics as a table with a ``method`` column: a table as it is, a json mapping
+    ``{method: metrics}`` (``llm_baseline_metrics``, ``sdpo_metrics``) or a list of rows with ``method``."""
+    if metrics is None or isinstance(metrics, pd.DataFrame):
+        return metrics
+    if isinstance(metrics, Mapping):
+        bad = [m for m, values in metrics.items() if not isinstance(values, Mapping)]
+        if bad:
+            raise ValueError(f"{source}: expected {{method: {{metric: value}}}}; the entry of {bad[0]!r} is not a mapping")
+        rows = [{"method": m, **values} for m, values in metrics.items()]
+    elif isinstance(metrics, list) and all(isinstance(r, Mapping) and "method" in r for r in metrics):
+        rows = list(metrics)
+    else:
+        raise ValueError(f"{source}: expected a table, {{method: metrics}} or a list of rows with 'method', "
+                         f"got {type(metrics).__name__}")
+    for row in rows:
+        missing = [m for m in report.METRICS if m not in row]
+        if missing:
+            raise ValueError(f"{source}: {row['method']!r} lacks metric(s) {missing}; expected keys {report.METRICS}")
+    return pd.DataFrame(rows)
+
 
 def build_report(baseline_metrics: pd.DataFrame | None, sft_metrics: dict | None, rl_metrics: dict | None,
-                 params: dict[str, Any], paper_table1: dict[str, Any]):
+                 params: dict[str, Any], paper_table1: dict[str, Any], llm_baseline_metrics: dict | None = None,
+                 sdpo_metrics: dict | None = None):
     """Table 1 (csv), its markdown and a bar chart from whichever inputs are present.
 
     Rows follow ``params["groups"]`` (the paper's Table 1 order); a listed method without a result
     reads 'not run'. ``params["model_names"]`` names the sft and rl results (e.g. sft -> LC-Rec,
-    rl -> SINGER, or MiniOneRec for an RL run with MiniOneRec's settings).
+    rl -> SINGER, or MiniOneRec for an RL run with MiniOneRec's settings) and how an absent input
+    is named.
 
-    ``params["include"]`` lists the inputs to use (baselines, sft, rl); an included input that is
-    absent is named in the report instead of failing; nothing present at all is an error.
-    ``params["anchors_dataset"]`` (Industrial, Office or None) picks the block of ``paper_table1``.
+    ``params["include"]`` lists the inputs to use (baselines, llm_baselines, sdpo, sft, rl); an
+    included input that is absent is named in the report instead of failing; nothing present at all
+    is an error. ``params["anchors_dataset"]`` (Industrial, Office or None) picks the block of
+    ``paper_table1``.
     """
     include = set(params["include"])
-    unknown = include - {"baselines", "sft", "rl"}
+    unknown = include - set(INPUTS)
     if unknown:
-        raise ValueError(f"report.include: unknown input(s) {sorted(unknown)}; expected baselines, sft, rl")
+        raise ValueError(f"report.include: unknown input(s) {sorted(unknown)}; expected {', '.join(INPUTS)}")
     names = params["model_names"]
-    inputs = {"baselines": baseline_metrics, "sft": sft_metrics, "rl": rl_metrics}
-    missing = [names.get(k, k) for k in ("baselines", "sft", "rl") if k in include and inputs[k] is None]
+    inputs = {"baselines": baseline_metrics, "llm_baselines": method_table(llm_baseline_metrics, "llm_baseline_metrics"),
+              "sdpo": method_table(sdpo_metrics, "sdpo_metrics"), "sft": sft_metrics, "rl": rl_metrics}
+    missing = [names.get(k, k) for k in INPUTS if k in include and inputs[k] is None]
+    tables = [inputs[k] for k in TABLE_INPUTS if k in include and inputs[k] is not None]
     rows = report.method_rows(
-        baseline_metrics if "baselines" in include else None,
-        {names[k]: inputs[k] for k in ("sft", "rl") if k in include},
+        pd.concat(tables, ignore_index=True) if tables else None,
+        {names[k]: inputs[k] for k in MODEL_INPUTS if k in include},
     )
     if not rows:
-        raise ValueError("report: none of the included inputs (baseline_metrics, sft/rl test metrics) exists; "
-                         "run the baselines or evaluate pipelines first")
+        raise ValueError("report: none of the included inputs (baseline_metrics, llm_baseline_metrics, sdpo_metrics, "
+                         "sft/rl test metrics) exists; run the baselines, llm_baselines, sdpo or evaluate pipelines first")
     if missing:
         logger.warning("report without: %s", ", ".join(missing))
     anchors_key = params.get("anchors_dataset")

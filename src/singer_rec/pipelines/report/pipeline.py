@@ -8,7 +8,9 @@ def create_pipeline(**kwargs) -> Pipeline:
         Node(
             nodes.build_report,
             # the producing stages' own datasets (optional: None while a stage has not run)
-            ["baseline_metrics", "sft.test_metrics", "rl.test_metrics", "params:report", "params:paper_table1"],
+            {"baseline_metrics": "baseline_metrics", "sft_metrics": "sft.test_metrics", "rl_metrics": "rl.test_metrics",
+             "params": "params:report", "paper_table1": "params:paper_table1",
+             "llm_baseline_metrics": "llm_baseline_metrics", "sdpo_metrics": "sdpo_metrics"},
             ["results_table", "results_markdown", "results_chart"],
             name="build_report",
         )

@@ -1,0 +1,201 @@
+"""Thin nodes over ``singer_rec.baselines.title_llm``: BIGRec, BIGRec title-constrained and D3."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from singer_rec import modeling
+from singer_rec.baselines import title_llm
+from singer_rec.baselines.bigrec import ground_texts
+from singer_rec.params import from_params, rule
+from singer_rec.pipelines.baselines.nodes import METRIC_COLUMNS, _torch_threads
+from singer_rec.prompts import PAPER_TEMPLATES, PromptBuilder
+
+logger = logging.getLogger(__name__)
+
+TASK = "title_history_to_title"
+METHODS = {"bigrec": "BIGRec", "bigrec_constrained": "BIGRec (title-constrained)", "d3": "D3"}
+
+
+@dataclass
+class LLMBaselinesParams:
+    """``params:llm_baselines``."""
+
+    work_dir: str = "data/06_models/bigrec_work"
+    train: dict[str, Any] = field(default_factory=dict)   # keys of sft.train that differ for the title model
+    num_beams: int = field(default=10, metadata=rule(ge=10))   # >= the largest K
+    max_new_tokens: int = field(default=64, metadata=rule(ge=1))
+    decode_batch_size: int = field(default=16, metadata=rule(ge=1))
+    gamma: float = field(default=0.0, metadata=rule(ge=0))     # BIGRec's popularity adjustment
+    length_penalty: float = 1.0                                 # title-constrained BIGRec
+    assistant: str | None = field(default="sasrec", metadata=rule(choices=("gru4rec", "caser", "sasrec", "hstu")))
+    alpha: float = field(default=0.0, metadata=rule(ge=0))      # D3's assistant weight (0: LLM only)
+    num_threads: int | None = field(default=1, metadata=rule(ge=1))
+
+    def check(self, where: str) -> None:
+        from singer_rec.training.sft import SFTSettings
+
+        SFTSettings.from_dict(self.train, f"{where}.train")  # the overrides: known sft.train keys, in range
+
+
+def _config(params: dict[str, Any]) -> LLMBaselinesParams:
+    return from_params(LLMBaselinesParams, params, "llm_baselines")
+
+
+def _titles(items: pd.DataFrame, item_sids: pd.DataFrame) -> dict[str, str]:
+    """item_id -> title as the prompts show it (whitespace collapsed), catalogue order."""
+    return PromptBuilder(items, item_sids, {}).title_of
+
+
+def _templates(prompts: dict[str, Any]) -> dict[str, list[str]]:
+    """The task's phrasings: ``prompts.templates.title_history_to_title`` if given, else BIGRec's."""
+    return {TASK: list((prompts.get("templates") or {}).get(TASK) or PAPER_TEMPLATES[TASK])}
+
+
+def _sft_train(sft: dict[str, Any], config: LLMBaselinesParams) -> dict[str, Any]:
+    return {**sft["train"], **config.train}
+
+
+def _rows(items, item_sids, sequences: pd.DataFrame, name: str, prompts: dict[str, Any], seed: int) -> pd.DataFrame:
+    builder = PromptBuilder(items, item_sids, _templates(prompts), history_length=prompts.get("history_length", 10),
+                            seed=seed)
+    return builder.build([TASK], sequences, name, item_tasks=False)
+
+
+def decodable_sequences(sequences: pd.DataFrame, items: pd.DataFrame, item_sids: pd.DataFrame) -> pd.DataFrame:
+    """Test rows with a history and a titled target: the rows every method (and the assistant) ranks."""
+    titles = _titles(items, item_sids)
+    keep = [history is not None and len(history) > 0 and bool(titles.get(str(target)))
+            for history, target in zip(sequences["history"], sequences["target"])]
+    return sequences[keep].reset_index(drop=True)
+
+
+def build_title_rows(items: pd.DataFrame, item_sids: pd.DataFrame, train_sequences: pd.DataFrame,
+                     valid_sequences: pd.DataFrame, test_sequences: pd.DataFrame, prompts: dict[str, Any],
+                     params: dict[str, Any], seed: int):
+    """BIGRec's task (title history -> next title) over train, valid and the decodable test rows."""
+    _config(params)  # a bad block stops the run before training
+    test = decodable_sequences(test_sequences, items, item_sids)
+    rows = [_rows(items, item_sids, table, name, prompts, seed) for table, name in
+            ((train_sequences, "train_sequences"), (valid_sequences, "valid_sequences"), (test, "test_sequences"))]
+    logger.info("title rows: %d train, %d valid, %d test", *map(len, rows))
+    return (*rows, test)
+
+
+def train_title_model(train_rows: pd.DataFrame, valid_rows: pd.DataFrame, items: pd.DataFrame,
+                      item_sids: pd.DataFrame, sft: dict[str, Any], prompts: dict[str, Any], params: dict[str, Any],
+                      seed: int):
+    """The SFT trainer on the title task: the SFT model preset, ``sft.train`` with ``llm_baselines.train`` over it."""
+    from singer_rec.pipelines.sft.nodes import train_sft_model
+
+    config = _config(params)
+    started = time.perf_counter()
+    sft_params = {**sft, "work_dir": config.work_dir, "train": _sft_train(sft, config)}
+    folder, report = train_sft_model(train_rows, valid_rows, items, item_sids, sft_params,
+                                     {"templates": _templates(prompts)}, seed)
+    return folder, {**report, "train_wall_s": round(time.perf_counter() - started, 2)}
+
+
+def _metrics(metrics: dict[str, float], started: float, train_report: dict[str, Any]) -> dict[str, float]:
+    decode_s = time.perf_counter() - started
+    return {**{m: metrics[m] for m in METRIC_COLUMNS}, "n": int(metrics["n"]),
+            "wall_time_s": round(train_report["train_wall_s"] + decode_s, 2), "decode_s": round(decode_s, 2),
+            "train_s": train_report["train_wall_s"]}
+
+
+def _prompts(tokenizer, rows: pd.DataFrame, dictionary: title_llm.TitleDictionary, sft: dict[str, Any],
+             config: LLMBaselinesParams) -> list[list[int]]:
+    """Prompt ids cut as in training (``max_length`` of the title model's training)."""
+    max_length = int(_sft_train(sft, config).get("max_length", 256))
+    return title_llm.prompt_token_ids(tokenizer, rows["prompt"].tolist(), max_length, dictionary.longest)
+
+
+def _targets(rows: pd.DataFrame, dictionary: title_llm.TitleDictionary) -> list[int]:
+    position = {item: i for i, item in enumerate(dictionary.item_ids)}
+    return [position[str(t)] for t in rows["target"]]
+
+
+def evaluate_bigrec(model_folder, test_rows: pd.DataFrame, items: pd.DataFrame, item_sids: pd.DataFrame,
+                    train_sequences: pd.DataFrame, embed: dict[str, Any], sft: dict[str, Any],
+                    params: dict[str, Any], train_report: dict[str, Any]) -> dict[str, float]:
+    """BIGRec: free beam search writes a title; grounding ranks every item by embedding distance."""
+    from singer_rec.pipelines.embed.nodes import EmbedParams
+    from singer_rec.sid.encoders import encode_texts
+
+    config, started = _config(params), time.perf_counter()
+    encoder = from_params(EmbedParams, embed, "embed")
+    encode = lambda texts: encode_texts(texts, encoder.encoder, model_path=encoder.model_path,  # noqa: E731
+                                        batch_size=encoder.batch_size, normalize=encoder.normalize,
+                                        device=encoder.device, dim=encoder.dim, progress=False)
+    with _torch_threads(config.num_threads):
+        model, tokenizer, _ = modeling.load_model_folder(model_folder)
+        titles = _titles(items, item_sids)
+        dictionary = title_llm.TitleDictionary.build(tokenizer, titles, max(len(tokenizer), model.config.vocab_size))
+        generated = title_llm.generate_titles(model, tokenizer, _prompts(tokenizer, test_rows, dictionary, sft, config),
+                                              config.num_beams, config.max_new_tokens, config.decode_batch_size)
+        prior = title_llm.popularity_prior(dictionary.item_ids, train_sequences["target"])
+        scores = ground_texts(generated, encode(list(titles.values())), encode, prior=prior, gamma=config.gamma)
+    exact = float(np.mean([g == titles[str(t)] for g, t in zip(generated, test_rows["target"])]))
+    logger.info("BIGRec: %.1f%% of generated titles are the target's exactly; e.g. %r", 100 * exact, generated[:3])
+    return _metrics(title_llm.grounded_metrics(scores, _targets(test_rows, dictionary)), started, train_report)
+
+
+def _constrained(model_folder, test_rows, items, item_sids, sft, params, train_report, ghost_free: bool,
+                 length_penalty: float, item_bonus=None) -> dict[str, float]:
+    config, started = _config(params), time.perf_counter()
+    with _torch_threads(config.num_threads):
+        model, tokenizer, _ = modeling.load_model_folder(model_folder)
+        dictionary = title_llm.TitleDictionary.build(tokenizer, _titles(items, item_sids),
+                                                     max(len(tokenizer), model.config.vocab_size), ghost_free=ghost_free)
+        rankings, _ = title_llm.constrained_rankings(
+            model, _prompts(tokenizer, test_rows, dictionary, sft, config), dictionary, config.num_beams,
+            tokenizer.pad_token_id, length_penalty=length_penalty, item_bonus=item_bonus,
+            batch_size=config.decode_batch_size)
+    return _metrics(title_llm.ranked_metrics(rankings, _targets(test_rows, dictionary)), started, train_report)
+
+
+def evaluate_bigrec_constrained(model_folder, test_rows, items, item_sids, sft, params, train_report):
+    """BIGRec's model decoded over the title dictionary, Hugging Face's length normalisation."""
+    return _constrained(model_folder, test_rows, items, item_sids, sft, params, train_report, False,
+                        _config(params).length_penalty)
+
+
+def train_assistant(items: pd.DataFrame, train_sequences: pd.DataFrame, valid_sequences: pd.DataFrame,
+                    test_decodable: pd.DataFrame, baselines: dict[str, Any], params: dict[str, Any], seed: int):
+    """D3's text-free assistant (``llm_baselines.assistant``, trained as in the baselines stage): its item
+    log-probs for the test rows with its training time, or ``{}`` (Kedro saves no None) when ``alpha`` is 0."""
+    from singer_rec.baselines.training import TrainConfig
+
+    config = _config(params)
+    if config.assistant is None or config.alpha == 0:
+        return {}
+    started = time.perf_counter()
+    block = baselines.get(config.assistant) or {}
+    training = TrainConfig(**{**baselines["training"], **block.get("training", {}), "seed": seed})
+    with _torch_threads(config.num_threads):
+        log_probs = title_llm.assistant_log_probs(config.assistant, items["item_id"].astype(str).tolist(),
+                                                  train_sequences, valid_sequences, test_decodable, training,
+                                                  block.get("model", {}), int(baselines["max_history"]))
+    return {"log_probs": log_probs, "train_s": round(time.perf_counter() - started, 2)}
+
+
+def evaluate_d3(model_folder, test_rows, items, item_sids, sft, params, train_report, assistant):
+    """D3: summed log-probs without length normalisation, ghost tokens left out, optional assistant."""
+    alpha = _config(params).alpha
+    bonus = alpha * assistant["log_probs"] if assistant else None
+    metrics = _constrained(model_folder, test_rows, items, item_sids, sft, params, train_report, True, 0.0, bonus)
+    if assistant:
+        metrics["wall_time_s"] = round(metrics["wall_time_s"] + assistant["train_s"], 2)
+        metrics["assistant_s"] = assistant["train_s"]
+    return metrics
+
+
+def collect_llm_baseline_metrics(**per_method: dict[str, float]) -> dict[str, dict[str, float]]:
+    """``{method name: metrics}`` in the order given (keys ``<method>_metrics`` of ``METHODS``)."""
+    return {METHODS[key.removesuffix("_metrics")]: metrics for key, metrics in per_method.items()}
