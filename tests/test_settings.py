@@ -46,8 +46,8 @@ def test_dotted_runtime_override_keeps_the_rest_of_a_base_block(env):
 
 def test_environment_blocks_override_base_values():
     industrial = _parameters("industrial")
-    assert _parameters("local")["sft"]["train"]["lr"] != 3.0e-4  # the demo's own
-    assert industrial["sft"]["train"]["lr"] == 3.0e-4  # the paper's
+    assert _parameters("local")["sft"]["train"]["learning_rate"] != 3.0e-4  # the demo's own
+    assert industrial["sft"]["train"]["learning_rate"] == 3.0e-4  # the paper's
     assert industrial["sft"]["train"]["max_steps"] is None  # a null in an env replaces the demo's cap
     assert industrial["sft"]["train"]["warmup_ratio"] == _parameters("local")["sft"]["train"]["warmup_ratio"]
     assert industrial["sid"]["codebook_size"] == 256
@@ -103,7 +103,7 @@ def test_cpu_budget_is_one_run_config_flag_with_nested_params():
     assert runtime_params["sft"]["train"]["max_steps"] == 150
     params = _parameters(context.params["env"], runtime_params)
     industrial = _parameters("industrial")
-    assert params["sft"]["train"] == {**industrial["sft"]["train"], "lr": 1.0e-3, "max_steps": 150,
+    assert params["sft"]["train"] == {**industrial["sft"]["train"], "learning_rate": 1.0e-3, "max_steps": 150,
                                       "max_valid_samples": 500, "num_threads": 2}
     assert params["rl"]["settings"] == {**industrial["rl"]["settings"], "learning_rate": 5.0e-5, "batch_size": 32,
                                         "micro_batch_size": 128, "max_steps": 5, "probe_prompts": 64,
@@ -143,11 +143,13 @@ def test_every_environment_passes_parameter_validation(env):
     ({"embed": {"text_fields": []}}, r"embed\.text_fields must name at least one column"),
     ({"prompts": {"sft_tasks": ["semantik"]}}, r"prompts\.sft_tasks: unknown task 'semantik'; allowed: \['semantic'"),
     ({"prompts": {"history_length": 0}}, r"prompts\.history_length must be >= 1, got 0"),
-    ({"sft": {"train": {"lrr": 1e-4}}}, r"unknown parameter\(s\) \['sft\.train\.lrr'\]; allowed keys of sft\.train: \[.*'lr'"),
-    ({"sft": {"train": {"lr": -1.0}}}, r"sft\.train\.lr must be > 0, got -1\.0"),
+    ({"sft": {"train": {"lrr": 1e-4}}}, r"unknown parameter\(s\) \['sft\.train\.lrr'\]; allowed keys of sft\.train: \[.*'learning_rate'"),
+    ({"sft": {"train": {"learning_rate": -1.0}}}, r"sft\.train\.learning_rate must be > 0, got -1\.0"),
+    ({"sft": {"train": {"lr": 1e-3}}}, r"^sft\.train\.lr was renamed to learning_rate$"),
+    ({"rl": {"settings": {"clip_eps": 0.2}}}, r"^rl\.settings\.clip_eps was renamed to epsilon$"),
     ({"sft": {"model": {"scratch": {"hidden": 64}}}}, r"unknown model\.scratch key\(s\) \['hidden'\]"),
     ({"sft": {"epochs": 3}}, r"unknown parameter\(s\) \['sft\.epochs'\]; allowed keys of sft"),
-    ({"rl": {"settings": {"group_size": 1}}}, r"rl\.settings: rl group_size \(k\) must be >= 2"),
+    ({"rl": {"settings": {"num_generations": 1}}}, r"rl\.settings: rl num_generations \(k\) must be >= 2"),
     ({"rl": {"settings": {"lr": 1e-5}}}, r"unknown parameter\(s\) \['rl\.settings\.lr'\]; allowed keys of rl\.settings: \["),
     ({"rl": {"start_from": "scratch"}}, r"rl\.start_from 'scratch'; allowed: \['sft', 'base'\]"),
     ({"baselines": {"training": {"los": "ce"}}}, r"unknown parameter\(s\) \['baselines\.training\.los'\]"),

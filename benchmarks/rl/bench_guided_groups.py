@@ -50,7 +50,7 @@ def main(argv=None) -> None:
         sys.exit(f"{MINIONEREC} not found")
     started = time.perf_counter()
     policy, tokenizer, meta, frame = build(0)
-    base = rlt.RLSettings(group_size=16, rollout_batch_size=32)
+    base = rlt.RLSettings(num_generations=16, rollout_batch_size=32)
     sid_dict, title_dict, _ = rlt.build_dictionaries(tokenizer, meta, policy.config.vocab_size, True)
     examples = rlt.build_examples(frame.sample(frac=1.0, random_state=0), tokenizer, sid_dict, title_dict, base)
     sid_ex = [e for e in examples if e.is_sid][: args.prompts]

@@ -46,9 +46,9 @@ CATEGORY = "Industrial_and_Scientific"
 # benchmark does not depend on an environment's files)
 INDUSTRIAL_SCRATCH = {"hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2,
                       "intermediate_size": 704, "max_position_embeddings": 512, "tokenizer_vocab_size": 8000}
-CPU_RECIPE = {"group_size": 16, "reward": "full", "sampling": "beam+prefix", "alignment": "full",
-              "sid_reward_decay": 0.5, "beta": 0.1, "clip_eps": 0.2, "learning_rate": 5e-5, "batch_size": 32,
-              "micro_batch_size": 128, "rollout_batch_size": 32, "inner_updates": 1}
+CPU_RECIPE = {"num_generations": 16, "reward": "full", "sampling": "beam+prefix", "alignment": "full",
+              "sid_reward_decay": 0.5, "beta": 0.1, "epsilon": 0.2, "learning_rate": 5e-5, "batch_size": 32,
+              "micro_batch_size": 128, "rollout_batch_size": 32, "num_iterations": 1}
 
 
 def load_world():
@@ -125,7 +125,7 @@ def main(argv=None) -> None:
     print(f"# world: {len(sid_dict.sequences)} items, {len(title_dict.sequences)} titles, {len(examples)} prompts "
           f"({n_title / len(examples):.0%} title answers), vocab {len(tokenizer)}, "
           f"{sum(p.numel() for p in policy.parameters()) / 1e6:.1f}M params, built in {time.perf_counter() - started:.0f} s")
-    print(f"# settings: batch {settings.batch_size}, k {settings.group_size}, micro {settings.micro_batch_size}, "
+    print(f"# settings: batch {settings.batch_size}, k {settings.num_generations}, micro {settings.micro_batch_size}, "
           f"overrides {parse_overrides(args.set)}, torch threads {args.threads}, load average {os.getloadavg()}")
     with tempfile.TemporaryDirectory() as tmp:
         from singer_rec import tracking

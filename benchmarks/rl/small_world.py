@@ -26,7 +26,7 @@ def tiny_policy(corpus: list[str], sids, seed: int):
 def train_and_probe(policy, tokenizer, meta, rows, alignment: str, **settings) -> dict:
     """Train with the real trainer (k = 4, batch 8, every prompt probed); the result of ``train_grpo``."""
     settings = rlt.validate_settings(rlt.RLSettings(
-        alignment=alignment, group_size=4, batch_size=8, micro_batch_size=32, probe_prompts=len(rows), epochs=1000,
+        alignment=alignment, num_generations=4, batch_size=8, micro_batch_size=32, probe_prompts=len(rows), epochs=1000,
         **settings), len(meta["sid_map"]))
     need_titles = rlt.RL_ALIGNMENT[alignment]
     sid_dict, title_dict, _ = rlt.build_dictionaries(tokenizer, meta, len(tokenizer), need_titles)

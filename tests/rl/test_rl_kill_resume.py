@@ -15,7 +15,7 @@ from singer_rec.training.launch import run_training, training_command
 from tiny_world import write
 
 STEPS = 8
-SETTINGS = dict(group_size=4, batch_size=8, micro_batch_size=16, probe_prompts=8, epochs=100, max_steps=STEPS,
+SETTINGS = dict(num_generations=4, batch_size=8, micro_batch_size=16, probe_prompts=8, epochs=100, max_steps=STEPS,
                 learning_rate=1e-3, alignment="full", checkpoint_every=1, seed=3)
 
 

@@ -10,7 +10,7 @@ from singer_rec.training import common
 from singer_rec.training import rl as rlt
 from tiny_world import build
 
-FAST = dict(group_size=4, batch_size=8, micro_batch_size=64, probe_prompts=8, epochs=100)
+FAST = dict(num_generations=4, batch_size=8, micro_batch_size=64, probe_prompts=8, epochs=100)
 
 
 def _setup(alignment="sft", **overrides):
@@ -89,8 +89,8 @@ def test_alignment_in_rl_decodes_titles_over_the_title_dictionary():
 
 
 def test_bad_configuration_fails_fast():
-    with pytest.raises(ValueError, match=r"group_size \(k=65\) is larger than the item catalog \(64 items\)"):
-        rlt.validate_settings(rlt.RLSettings(group_size=65), num_items=64)
+    with pytest.raises(ValueError, match=r"num_generations \(k=65\) is larger than the item catalog \(64 items\)"):
+        rlt.validate_settings(rlt.RLSettings(num_generations=65), num_items=64)
     with pytest.raises(ValueError, match=r"\(0, 1\)"):
         rlt.validate_settings(rlt.RLSettings(sid_reward_decay=1.0))
     with pytest.raises(ValueError, match="unknown sampling variant 'beam-prefix'"):
@@ -141,4 +141,4 @@ def test_bf16_autocast_step_runs_the_device_path(monkeypatch):
     for record in result["history"]:
         assert all(math.isfinite(record[key]) for key in ("loss", "kl", "entropy", "mean_reward"))
     # every host copy is a [prompts, k] block of decoded items or scores, never a step's logits
-    assert copies and all(len(shape) == 2 and shape[1] <= settings.group_size for shape in copies)
+    assert copies and all(len(shape) == 2 and shape[1] <= settings.num_generations for shape in copies)

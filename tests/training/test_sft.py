@@ -177,8 +177,8 @@ def test_unknown_preset_fails_in_the_child_with_a_clear_message(tmp_path):
 
 
 @pytest.mark.parametrize("values, message", [
-    ({"lrr": 1e-4}, r"unknown parameter\(s\) \['sft.train.lrr'\]; allowed keys of sft.train: \[.*'lr'"),
-    ({"lr": -1e-4}, r"sft.train.lr must be > 0, got -0.0001"),
+    ({"lrr": 1e-4}, r"unknown parameter\(s\) \['sft.train.lrr'\]; allowed keys of sft.train: \[.*'learning_rate'"),
+    ({"learning_rate": -1e-4}, r"sft.train.learning_rate must be > 0, got -0.0001"),
     ({"patience": "3"}, r"sft.train.patience must be an integer, got '3'"),
     ({"batch_size": 0}, r"sft.train.batch_size must be >= 1, got 0"),
     ({"select_metric": "MRR"}, r"sft.train.select_metric 'MRR'; allowed: \['loss', 'HR@3'"),

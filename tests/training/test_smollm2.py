@@ -31,7 +31,7 @@ def test_short_smollm2_lora_run_reloads_and_recommends_valid_items(tmp_path_fact
     model_cfg = {"preset": "smollm2-135m", "smollm2": {"cache_dir": str(cache)},
                  "lora": {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0}}
     cfg = tiny_config(tmp, model=model_cfg, batch_size=8, micro_batch_size=4, epochs=1, max_steps=3,
-                      max_train_samples=24, max_valid_samples=8, max_length=96, lr=1e-3, num_threads=2)
+                      max_train_samples=24, max_valid_samples=8, max_length=96, learning_rate=1e-3, num_threads=2)
     result = sft.train(cfg)
     assert result["steps"] == 3 and result["best_valid_loss"] is not None
     assert (cache / "smollm2-135m" / "model.safetensors").is_file()  # dequantized once, cached

@@ -58,7 +58,7 @@ def tiny_config(tmp: Path, **overrides) -> dict:
         "model": TINY_MODEL,
         "templates": PAPER_TEMPLATES,
         "seed": 3,
-        "lr": 3e-3,
+        "learning_rate": 3e-3,
         "batch_size": 16,
         "micro_batch_size": 8,
         "epochs": 3,

@@ -28,7 +28,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -51,8 +51,9 @@ SELECT_METRICS = ("loss", "HR@3", "HR@5", "HR@10", "NDCG@3", "NDCG@5", "NDCG@10"
 class SFTSettings:
     """The ``sft.train`` parameters (``parameters_sft.yml``); unknown keys are rejected."""
 
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {"lr": "learning_rate"}  # trl's name, as in rl.settings
     seed: int = 42
-    lr: float = 3e-4
+    learning_rate: float = 3e-4
     weight_decay: float = 0.0
     warmup_ratio: float = 0.03
     batch_size: int = 128               # samples per optimizer step (over micro-batches and processes)
@@ -91,8 +92,8 @@ class SFTSettings:
                      "num_threads"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{where}.{name} must be >= 1 or null, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise ValueError(f"{where}.lr must be > 0, got {self.lr}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"{where}.learning_rate must be > 0, got {self.learning_rate}")
         if self.weight_decay < 0 or not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"{where}: weight_decay must be >= 0 and warmup_ratio in [0, 1), got "
                              f"{self.weight_decay} and {self.warmup_ratio}")
@@ -363,7 +364,7 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
     if cfg["max_steps"]:
         total_steps = min(total_steps, int(cfg["max_steps"]))
     optimizer, scheduler = common.optimizer_and_schedule(
-        model, cfg["lr"], cfg["weight_decay"], total_steps, int(cfg["warmup_ratio"] * total_steps))
+        model, cfg["learning_rate"], cfg["weight_decay"], total_steps, int(cfg["warmup_ratio"] * total_steps))
 
     ddp_model = model
     if dist.enabled:
@@ -387,7 +388,7 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
         "sid_map": sid_map,
         "titles": dict(zip(items["item_id"].astype(str), items["title"].astype(str))),
         "templates": cfg["templates"],
-        "train": {k: cfg[k] for k in ("seed", "lr", "batch_size", "epochs", "patience", "max_steps",
+        "train": {k: cfg[k] for k in ("seed", "learning_rate", "batch_size", "epochs", "patience", "max_steps",
                                        "max_train_samples", "max_length", "select_metric")} | {"model": cfg["model"]},
     }
 

@@ -22,13 +22,13 @@ _spec = importlib.util.spec_from_file_location("tiny_world", PROJECT_ROOT / "tes
 tiny_world = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(tiny_world)
 
-RL_SETTINGS = {"group_size": 4, "batch_size": 8, "micro_batch_size": 64, "rollout_batch_size": 8,
+RL_SETTINGS = {"num_generations": 4, "batch_size": 8, "micro_batch_size": 64, "rollout_batch_size": 8,
                "learning_rate": 5e-3, "max_steps": 2, "probe_prompts": 8}
 TINY_SFT = {"num_processes": 1, "resume": True,
             "model": {"preset": "scratch", "scratch": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
                                                        "num_key_value_heads": 1, "intermediate_size": 64,
                                                        "tokenizer_vocab_size": 300}},
-            "train": {"lr": 1e-3, "batch_size": 8, "micro_batch_size": 8, "epochs": 1, "max_steps": 1,
+            "train": {"learning_rate": 1e-3, "batch_size": 8, "micro_batch_size": 8, "epochs": 1, "max_steps": 1,
                       "checkpoint_every": 10, "autocast": "off", "device": "cpu", "max_length": 64}}
 EVALUATE = {"num_beams": 10, "ks": [3, 5, 10], "batch_size": 8, "device": "cpu", "template_index": 0,
             "history_length": 10, "max_rows": None}
@@ -139,8 +139,8 @@ def test_the_project_pipeline_has_a_namespace_per_conf_definition():
 def test_unknown_or_invalid_variant_fails_before_training():
     with pytest.raises(ValueError, match=r"unknown ablation variant\(s\) \['sid_all'\]"):
         variant_settings(["singer", "sid_all"], DEFINITIONS, {"settings": RL_SETTINGS}, 1, 64)
-    with pytest.raises(ValueError, match=r"ablation variant 'big-k': rl group_size \(k=99\) is larger"):
-        variant_settings(["big-k"], {"big-k": {"group_size": 99}}, {"settings": RL_SETTINGS}, 1, 64)
+    with pytest.raises(ValueError, match=r"ablation variant 'big-k': rl num_generations \(k=99\) is larger"):
+        variant_settings(["big-k"], {"big-k": {"num_generations": 99}}, {"settings": RL_SETTINGS}, 1, 64)
     resolved = variant_settings(["sft-only", "grpo-acc"], DEFINITIONS, {"settings": RL_SETTINGS}, 1, 64)
     assert resolved["sft-only"] is None and resolved["grpo-acc"] == {**RL_SETTINGS, "reward": "acc", "sampling": "beam"}
 

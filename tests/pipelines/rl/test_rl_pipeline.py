@@ -22,7 +22,7 @@ _spec = importlib.util.spec_from_file_location("tiny_world", PROJECT_ROOT / "tes
 tiny_world = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(tiny_world)
 
-TINY_SETTINGS = {"group_size": 4, "batch_size": 8, "micro_batch_size": 64, "rollout_batch_size": 8,
+TINY_SETTINGS = {"num_generations": 4, "batch_size": 8, "micro_batch_size": 64, "rollout_batch_size": 8,
                  "learning_rate": 5e-3, "max_steps": 3, "probe_prompts": 8, "checkpoint_every": 1}
 
 
@@ -83,7 +83,7 @@ def test_rl_only_variant_starts_from_a_base_model(tmp_path):
 
 
 def test_bad_configuration_fails_before_training(tmp_path):
-    catalog = _catalog(tmp_path, {**TINY_SETTINGS, "group_size": 100})
+    catalog = _catalog(tmp_path, {**TINY_SETTINGS, "num_generations": 100})
     with pytest.raises(ValueError, match=r"larger than the item catalog \(64 items\)"):
         SequentialRunner().run(create_pipeline(), catalog)
     assert not (tmp_path / "rl_work").exists()  # nothing was written
@@ -95,8 +95,8 @@ def test_project_conf_parses_into_valid_settings():
     loader = OmegaConfigLoader(str(PROJECT_ROOT / "conf"), base_env="base", default_run_env="base")
     params = loader["parameters"]
     settings = check_rl_params(params["rl"], params["seed"], num_items=10_000)
-    assert settings.group_size == 16 and settings.reward == "full" and settings.sampling == "beam+prefix"
-    assert settings.sid_reward_decay == 0.5 and settings.beta == 0.1 and settings.clip_eps == 0.2
+    assert settings.num_generations == 16 and settings.reward == "full" and settings.sampling == "beam+prefix"
+    assert settings.sid_reward_decay == 0.5 and settings.beta == 0.1 and settings.epsilon == 0.2
 
 
 @pytest.mark.slow

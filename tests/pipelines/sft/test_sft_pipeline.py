@@ -25,7 +25,7 @@ def _params(tmp_path: Path) -> dict:
     sft["work_dir"] = str(tmp_path / "work")
     sft["model"] = {**sft["model"], **TINY_MODEL}
     sft["train"].update({"batch_size": 16, "micro_batch_size": 8, "epochs": 2, "max_length": 128,
-                         "autocast": "off", "num_threads": 1, "lr": 3e-3})
+                         "autocast": "off", "num_threads": 1, "learning_rate": 3e-3})
     return params
 
 

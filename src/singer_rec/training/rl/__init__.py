@@ -12,7 +12,7 @@ One optimiser step (``batch_size`` prompts, split over the processes):
    rolled out again with the first ``floor((1 - t/T) L)`` target SID tokens forced, and its group
    becomes the k continuations. Title-answer tasks decode over the dictionary of canonical titles.
 2. Rewards (``singer_rec.rl.rewards``) and group-normalised advantages.
-3. ``inner_updates`` (μ) passes of the clipped surrogate with per-token ratios against the
+3. ``num_iterations`` (μ) passes of the clipped surrogate with per-token ratios against the
    rollout policy, minus β·KL(k3) to the frozen reference, accumulated over micro-batches (``update``).
 
 Learning rate: AdamW, linear warm-up then cosine decay to 0 over all updates.

@@ -42,7 +42,7 @@ def run(config: Mapping[str, Any]) -> dict[str, Any]:
         sid_dict, title_dict, _ = build_dictionaries(tokenizer, meta, policy.config.vocab_size, need_titles)
         examples = build_examples(frame, tokenizer, sid_dict, title_dict, settings)
         logger.info("RL: %d prompts (%d with SID answers), k=%d, reward=%s, sampling=%s, alignment=%s, %d process(es)",
-                    len(examples), sum(e.is_sid for e in examples), settings.group_size, settings.reward,
+                    len(examples), sum(e.is_sid for e in examples), settings.num_generations, settings.reward,
                     settings.sampling, settings.alignment, dist.world_size)
         if dist.is_main:
             tracking.log_params({"rl.prompts": len(examples), "rl.items": len(sid_dict.sequences)})

@@ -48,7 +48,7 @@ def train_grpo(
     total_steps = settings.epochs * steps_per_epoch
     if settings.max_steps is not None:
         total_steps = min(total_steps, settings.max_steps)
-    total_updates = total_steps * settings.inner_updates
+    total_updates = total_steps * settings.num_iterations
     if reference is not None:
         reference.eval().requires_grad_(False)
     policy.eval()

@@ -71,7 +71,7 @@ def rollout(
         rows = [i for i, ex in enumerate(examples) if ex.is_sid == is_sid]
         if not rows:
             continue
-        k = min(settings.group_size, len(dictionary.sequences))
+        k = min(settings.num_generations, len(dictionary.sequences))
         with timer("rollout_sid" if is_sid else "rollout_title"):
             items = _decode(model, [examples[i].prompt_ids for i in rows], dictionary, settings, k, None, generator,
                             pad_token_id)

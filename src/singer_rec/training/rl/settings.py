@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -19,9 +19,14 @@ RL_ALIGNMENT = {"none": False, "sft": False, "rl": True, "full": True}
 
 @dataclass
 class RLSettings:
-    """Everything that shapes the RL run (``parameters_rl.yml`` -> ``rl``); defaults = the paper's settings (docs/rl.md)."""
+    """Everything that shapes the RL run (``parameters_rl.yml`` -> ``rl``); defaults = the paper's settings (docs/rl.md).
 
-    group_size: int = 16               # k: beam width = rollouts per prompt
+    Names follow trl's ``GRPOConfig`` where they mean the same thing.
+    """
+
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {"group_size": "num_generations", "clip_eps": "epsilon",
+                                              "inner_updates": "num_iterations"}
+    num_generations: int = 16          # k: beam width = rollouts per prompt
     reward: str = "full"               # acc | acc+rank | full | sid-all
     sampling: str = "beam+prefix"      # common | dynamic | beam | beam+prefix
     alignment: str = "full"            # none | sft | rl | full (RL keeps alignment tasks for rl/full)
@@ -31,7 +36,7 @@ class RLSettings:
     guide_min_items: int = 2           # guide_depth: items
     autocast: str = "off"              # off | auto (bf16 where supported) | bf16: rollouts and update forwards
     beta: float = 0.1                  # KL weight (k3 estimator)
-    clip_eps: float = 0.2
+    epsilon: float = 0.2
     learning_rate: float = 1e-5
     weight_decay: float = 0.0
     warmup_ratio: float = 0.0
@@ -42,7 +47,7 @@ class RLSettings:
     epochs: int = 2
     max_steps: int | None = None       # cap on T (demo / tests)
     max_prompts: int | None = None     # use only the first N rows of rl_dataset (after shuffling)
-    inner_updates: int = 1             # μ
+    num_iterations: int = 1            # μ
     semantic_tasks: list[str] = field(default_factory=lambda: ["semantic"])  # tasks kept without RL alignment
     sample_top_k: int | None = None    # "common" sampling: top-k (None = all allowed tokens)
     dynamic_oversample: float = 1.5    # "dynamic" sampling: draw 1.5 k, keep distinct
@@ -72,20 +77,20 @@ def validate_settings(settings: RLSettings, num_items: int | None = None) -> RLS
         raise ValueError(f"unknown sampling variant {settings.sampling!r}; expected one of {list(SAMPLING_VARIANTS)}")
     if settings.alignment not in ALIGNMENT_VARIANTS:
         raise ValueError(f"unknown alignment variant {settings.alignment!r}; expected one of {list(ALIGNMENT_VARIANTS)}")
-    if settings.group_size < 2:
-        raise ValueError(f"rl group_size (k) must be >= 2 for group-relative advantages, got {settings.group_size}")
-    if num_items is not None and settings.group_size > num_items:
+    if settings.num_generations < 2:
+        raise ValueError(f"rl num_generations (k) must be >= 2 for group-relative advantages, got {settings.num_generations}")
+    if num_items is not None and settings.num_generations > num_items:
         raise ValueError(
-            f"rl group_size (k={settings.group_size}) is larger than the item catalog ({num_items} items): "
+            f"rl num_generations (k={settings.num_generations}) is larger than the item catalog ({num_items} items): "
             "beam search cannot return k distinct items"
         )
-    for name in ("batch_size", "micro_batch_size", "rollout_batch_size", "epochs", "inner_updates"):
+    for name in ("batch_size", "micro_batch_size", "rollout_batch_size", "epochs", "num_iterations"):
         if getattr(settings, name) < 1:
             raise ValueError(f"rl {name} must be >= 1, got {getattr(settings, name)}")
     if settings.max_steps is not None and settings.max_steps < 1:
         raise ValueError(f"rl max_steps must be >= 1 or null, got {settings.max_steps}")
-    if not 0 < settings.clip_eps < 1:
-        raise ValueError(f"rl clip_eps must be in (0, 1), got {settings.clip_eps}")
+    if not 0 < settings.epsilon < 1:
+        raise ValueError(f"rl epsilon must be in (0, 1), got {settings.epsilon}")
     if settings.beta < 0:
         raise ValueError(f"rl beta must be >= 0, got {settings.beta}")
     if settings.dynamic_oversample < 1:

@@ -33,11 +33,11 @@ def policy_update(
     with torch.no_grad(), timer("logp_old_ref"), common.autocast(device, amp):
         for chunk in micro:
             prompts, completions = [s[0] for s in chunk], [s[1] for s in chunk]
-            old_logps.append(completion_logprobs(policy, prompts, completions, pad_token_id).logp if settings.inner_updates > 1 else None)
+            old_logps.append(completion_logprobs(policy, prompts, completions, pad_token_id).logp if settings.num_iterations > 1 else None)
             ref_logps.append(completion_logprobs(reference, prompts, completions, pad_token_id).logp if reference is not None and settings.beta > 0 else None)
     totals = defaultdict(float)
     policy.train()
-    for inner in range(settings.inner_updates):
+    for inner in range(settings.num_iterations):
         optimizer.zero_grad(set_to_none=True)
         for chunk, old, ref in zip(micro, old_logps, ref_logps):
             prompts, completions = [s[0] for s in chunk], [s[1] for s in chunk]
@@ -46,11 +46,11 @@ def policy_update(
                 out = completion_logprobs(policy, prompts, completions, pad_token_id, with_entropy=inner == 0)
                 parts = grpo_loss(
                     out.logp, out.logp.detach() if old is None else old, ref, advantages, out.mask,
-                    clip_eps=settings.clip_eps, beta=settings.beta, num_sequences=int(total_sequences),
+                    clip_eps=settings.epsilon, beta=settings.beta, num_sequences=int(total_sequences),
                 )
             with timer("backward"):
                 parts.loss.backward()
-            if inner == settings.inner_updates - 1:
+            if inner == settings.num_iterations - 1:
                 n = len(chunk)
                 totals["kl"] += parts.kl * n
                 totals["clip_fraction"] += parts.clip_fraction * parts.num_tokens
