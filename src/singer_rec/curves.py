@@ -3,6 +3,10 @@
 ``metric_histories(client, run_id)`` reads them from MLflow (the SFT loss, the RL reward, hit
 rate and KL, ... whatever the training process logged per step) and ``curves_figure`` draws them.
 The MLflow hook logs the figure as ``training_curves.png`` into each ``train`` node's child run.
+
+Without MLflow, ``sft_curves`` and ``rl_curves`` take the same shape of curves from a run's own
+record (the SFT model folder's evaluations, the RL history); the sft and rl pipelines draw them
+into ``08_reporting/<stage>/training_curves.png``.
 """
 from __future__ import annotations
 
@@ -11,6 +15,10 @@ from collections.abc import Mapping, Sequence
 
 MAX_PANELS = 16
 COLUMNS = 4
+# panel name -> key of one evaluation of an SFT run (``result["valid_curve"]``) / one RL history step
+SFT_CURVES = {"train_loss": "train_loss", "valid_loss": "valid_loss", "valid_NDCG@10": "NDCG@10",
+              "valid_HR@10": "HR@10"}
+RL_CURVES = {"mean_reward": "mean_reward", "hit_rate": "hit_rate", "kl": "kl"}
 
 
 def metric_histories(client, run_id: str) -> dict[str, list[tuple[int, float]]]:
@@ -22,6 +30,27 @@ def metric_histories(client, run_id: str) -> dict[str, list[tuple[int, float]]]:
         if len({step for step, _ in points}) >= 2:
             curves[key] = points
     return curves
+
+
+def records_curves(records: Sequence[Mapping[str, object]], columns: Mapping[str, str]) -> dict[str, list[tuple[int, float]]]:
+    """``{panel: [(step, value), ...]}`` from per-step records (``{"step": s, key: value, ...}``);
+    a record without the key (or with null) adds no point, a panel without points is left out."""
+    curves = {}
+    for name, key in columns.items():
+        points = [(int(r["step"]), float(r[key])) for r in records if r.get(key) is not None]
+        if points:
+            curves[name] = points
+    return curves
+
+
+def sft_curves(valid_curve: Sequence[Mapping[str, object]]) -> dict[str, list[tuple[int, float]]]:
+    """Train loss, valid loss, valid NDCG@10 and HR@10 at each evaluation of an SFT run."""
+    return records_curves(valid_curve, SFT_CURVES)
+
+
+def rl_curves(history: Sequence[Mapping[str, object]]) -> dict[str, list[tuple[int, float]]]:
+    """Mean rollout reward, hit rate and KL at each step of an RL run."""
+    return records_curves(history, RL_CURVES)
 
 
 def curves_figure(curves: Mapping[str, Sequence[tuple[int, float]]], title: str = ""):

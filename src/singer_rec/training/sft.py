@@ -418,7 +418,8 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
         state["eval_seconds"] += time.time() - t0
         point = {"step": at_step, "train_seconds": round(state["train_seconds"], 3),
                  "train_cpu_seconds": round(state.get("train_cpu_seconds", 0.0), 3),
-                 "wall_seconds": round(time.time() - started, 3), "valid_loss": valid_loss, **ranked}
+                 "wall_seconds": round(time.time() - started, 3), "train_loss": state["last_train_loss"],
+                 "valid_loss": valid_loss, **ranked}
         state["valid_losses"].append(valid_loss)
         state["valid_curve"].append(point)
         state["evaluated_at"] = at_step

@@ -13,9 +13,11 @@ from kedro_datasets.matplotlib import MatplotlibDataset
 from kedro.runner import SequentialRunner
 
 from singer_rec import modeling
+from singer_rec.curves import rl_curves
 from singer_rec.datasets.model_folder import ModelFolderDataset
 from singer_rec.pipelines.rl import create_pipeline
 from singer_rec.pipelines.rl.nodes import check_rl_params
+from plot_checks import artifacts_by_node, assert_png
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 _spec = importlib.util.spec_from_file_location("tiny_world", PROJECT_ROOT / "tests" / "rl" / "tiny_world.py")
@@ -48,6 +50,7 @@ def _catalog(tmp_path, settings, start_from="sft"):
         "rl_report": JSONDataset(filepath=str(tmp_path / "out" / "rl_report.json")),
         "rl_history": JSONDataset(filepath=str(tmp_path / "out" / "rl_history.json")),
         "rl_reward_plot": MatplotlibDataset(filepath=str(tmp_path / "out" / "reward_distribution.png")),
+        "rl_curves_plot": MatplotlibDataset(filepath=str(tmp_path / "out" / "training_curves.png")),
     })
 
 
@@ -67,6 +70,11 @@ def test_rl_pipeline_trains_in_its_own_process_and_writes_model_report_and_plot(
     assert [h["step"] for h in history["history"]] == [1, 2, 3]
     assert len(history["probe"]["before"]["rewards"]) == 8 * 4
     assert (tmp_path / "out" / "reward_distribution.png").stat().st_size > 1000
+    curves = rl_curves(history["history"])
+    assert list(curves) == ["mean_reward", "hit_rate", "kl"]
+    assert [step for step, _ in curves["kl"]] == [1, 2, 3]
+    assert curves["hit_rate"] == [(h["step"], h["hit_rate"]) for h in history["history"]]
+    assert_png(tmp_path / "out" / "training_curves.png")
     # finished: the checkpoints and input copies are gone, only the result stays in the run folder
     (run_dir,) = list((tmp_path / "rl_work").iterdir())
     assert sorted(p.name for p in run_dir.iterdir()) == ["result.json"]
@@ -119,3 +127,13 @@ def test_two_processes_match_one_process(tmp_path):
     assert [h["mean_reward"] for h in one["history"]] == pytest.approx([h["mean_reward"] for h in two["history"]])
     for name in w1:
         torch.testing.assert_close(w1[name], w2[name], atol=2e-5, rtol=1e-4)
+
+
+def test_the_curves_plot_is_an_artifact_of_its_nodes_mlflow_run(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    history = {"history": [{"step": s, "mean_reward": 0.1 * s, "hit_rate": 0.25, "kl": 0.01 * s} for s in (1, 2)]}
+    catalog = DataCatalog({"rl_history": MemoryDataset(history),
+                           "rl_curves_plot": MatplotlibDataset(filepath=str(tmp_path / "training_curves.png"))})
+    pipeline = create_pipeline().only_nodes("plot_rl_training_curves")
+    assert artifacts_by_node(pipeline, catalog, tmp_path) == {"plot_rl_training_curves": ["training_curves.png"]}
+    assert_png(tmp_path / "training_curves.png")

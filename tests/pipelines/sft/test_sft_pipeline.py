@@ -12,11 +12,13 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
 from singer_rec import modeling, tracking
+from singer_rec.curves import sft_curves
 from singer_rec.pipelines.sft.pipeline import create_pipeline
 
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "tests" / "training"))
 from tiny_catalog import TINY_MODEL, write_tiny_inputs  # noqa: E402
+from plot_checks import artifacts_by_node, assert_png  # noqa: E402
 
 
 def _params(tmp_path: Path) -> dict:
@@ -35,6 +37,7 @@ def _catalog(tmp_path: Path, params: dict) -> DataCatalog:
     catalog = DataCatalog.from_config({
         "sft_model": {**entries["sft_model"], "filepath": str(tmp_path / "06_models" / "sft_model")},
         "sft_report": {**entries["sft_report"], "filepath": str(tmp_path / "sft" / "train_report.json")},
+        "sft_curves_plot": {**entries["sft_curves_plot"], "filepath": str(tmp_path / "sft" / "training_curves.png")},
     })
     frames = {"sft_dataset_train": paths["train_path"], "sft_dataset_valid": paths["valid_path"],
               "items": paths["items_path"], "item_sids": paths["item_sids_path"]}
@@ -70,6 +73,12 @@ def test_sft_pipeline_saves_a_versioned_model_folder_and_logs_to_mlflow(tmp_path
     assert meta["templates"] == params["prompts"]["templates"]
     report = catalog.load("sft_report")
     assert report["steps"] == 8 and report["epochs_completed"] == 2 and report["samples_per_s"] > 0
+    # one point per evaluation (an epoch end), drawn as the training-curves plot
+    curves = sft_curves(meta["train"]["result"]["valid_curve"])
+    assert list(curves) == ["train_loss", "valid_loss", "valid_NDCG@10", "valid_HR@10"]
+    assert all([step for step, _ in points] == [4, 8] for points in curves.values())
+    assert [v for _, v in curves["valid_loss"]] == [m.value for m in client.get_metric_history(run_id, "valid_loss")]
+    assert_png(tmp_path / "sft" / "training_curves.png")
     # the work folder keeps no checkpoints once the model is saved
     assert not list((tmp_path / "work").rglob("step-*"))
 
@@ -93,3 +102,22 @@ def test_bad_preset_and_sid_mismatch_fail_before_anything_is_written(tmp_path):
     with pytest.raises(Exception, match="SID"):
         SequentialRunner().run(create_pipeline(), catalog)
     assert not (tmp_path / "work").exists() and not (tmp_path / "06_models").exists()
+
+
+def test_the_curves_plot_is_an_artifact_of_its_nodes_mlflow_run(tmp_path, monkeypatch):
+    """The plot node reads the evaluations a training run wrote into its model folder."""
+    import json
+
+    monkeypatch.delenv(tracking.URI_ENV, raising=False)
+    monkeypatch.delenv(tracking.RUN_ID_ENV, raising=False)
+    folder = tmp_path / "sft_model"
+    folder.mkdir()
+    curve = [{"step": s, "train_loss": 3.0 / s, "valid_loss": 2.0 / s, "NDCG@10": 0.1 * s, "HR@10": 0.2 * s} for s in (4, 8)]
+    (folder / modeling.META_FILE).write_text(json.dumps({"train": {"result": {"valid_curve": curve}}}))
+    entries = yaml.safe_load((ROOT / "conf/base/catalog_sft.yml").read_text())
+    catalog = DataCatalog.from_config({
+        "sft_curves_plot": {**entries["sft_curves_plot"], "filepath": str(tmp_path / "training_curves.png")}})
+    catalog["sft_model"] = MemoryDataset(folder, copy_mode="assign")
+    pipeline = create_pipeline().only_nodes("plot_sft_training_curves")
+    assert artifacts_by_node(pipeline, catalog, tmp_path) == {"plot_sft_training_curves": ["training_curves.png"]}
+    assert_png(tmp_path / "training_curves.png")

@@ -1,4 +1,4 @@
-"""The RL nodes: check the configuration, hand file paths to the training process, plot its rewards."""
+"""The RL nodes: check the configuration, hand file paths to the training process, plot its rewards and curves."""
 from __future__ import annotations
 
 import json
@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 from singer_rec import modeling
+from singer_rec.curves import curves_figure, rl_curves
 from singer_rec.pipelines.sft.nodes import _fingerprint as run_fingerprint
 from singer_rec.rl.report import reward_distribution_figure, summary_report
 from singer_rec.training import rl
@@ -114,3 +115,8 @@ def train_rl_model(sft_model: Path, rl_dataset: pd.DataFrame, items: pd.DataFram
 def plot_reward_distribution(rl_history: dict[str, Any]):
     """Histogram of the rollout rewards of the probe prompts before and after RL (paper Fig. 1b)."""
     return reward_distribution_figure(rl_history["probe"], rl_history.get("reward_variant", ""))
+
+
+def plot_training_curves(rl_history: dict[str, Any]):
+    """Mean rollout reward, hit rate and KL at each optimiser step of the RL run."""
+    return curves_figure(rl_curves(rl_history["history"]), title="RL: per step")

@@ -21,5 +21,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="plot_rl_reward_distribution",
                 tags=["rl"],
             ),
+            Node(nodes.plot_training_curves, "rl_history", "rl_curves_plot", name="plot_rl_training_curves",
+                 tags=["rl"]),
         ]
     )

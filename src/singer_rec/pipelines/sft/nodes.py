@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 
 from singer_rec import modeling
+from singer_rec.curves import curves_figure, sft_curves
 from singer_rec.training import sft
 from singer_rec.training.launch import Rendezvous, run_training
 from singer_rec.training.workdirs import clean_finished_runs
@@ -86,3 +87,9 @@ def train_sft_model(sft_dataset_train: pd.DataFrame, sft_dataset_valid: pd.DataF
     shutil.rmtree(inputs, ignore_errors=True)
     report = {k: v for k, v in result.items() if isinstance(v, (int, float, bool)) and v is not None}
     return config["output_dir"], report
+
+
+def plot_training_curves(sft_model: Path):
+    """Train loss, valid loss and valid NDCG@10 / HR@10 at each evaluation of the run that wrote ``sft_model``."""
+    result = modeling.read_meta(sft_model)["train"].get("result") or {}
+    return curves_figure(sft_curves(result.get("valid_curve", [])), title="SFT: per evaluation")

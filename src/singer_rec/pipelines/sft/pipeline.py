@@ -14,6 +14,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="train_sft_model",
                 # `train`: the MLflow hook opens a child run; the training process logs into it
                 tags=["sft", "train"],
-            )
+            ),
+            Node(nodes.plot_training_curves, "sft_model", "sft_curves_plot", name="plot_sft_training_curves",
+                 tags=["sft"]),
         ]
     )
