@@ -16,7 +16,6 @@ mean over sequences), ``scale_rewards="group"`` ((R - mean) / (std + 1e-4), unbi
 is 1 in value but not in gradient (the test below gives the exact difference).
 """
 import copy
-import dataclasses
 
 import pytest
 import torch
@@ -33,14 +32,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:You are using 'rollout_func'", "
                                         "ignore:`gradient_checkpointing` is deprecated")
 K = 4
 BETA, EPSILON = 0.1, 0.2
-# the settings take trl's names (num_generations, epsilon, num_iterations); older code had these
-_OLD_NAMES = {"num_generations": "group_size", "epsilon": "clip_eps", "num_iterations": "inner_updates"}
-
-
-def _settings(**values) -> rlt.RLSettings:
-    known = {f.name for f in dataclasses.fields(rlt.RLSettings)}
-    values = {(k if k in known else _OLD_NAMES[k]): v for k, v in values.items()}
-    return rlt.validate_settings(rlt.RLSettings.from_dict(values))
 
 
 def longer_titles(meta, frame):
@@ -57,8 +48,9 @@ def world(tmp_path_factory):
     """(policy, reference, its folder, tokenizer, groups, settings) of one fixed rollout."""
     policy, tokenizer, meta, frame = build()
     meta, frame = longer_titles(meta, frame)
-    settings = _settings(alignment="full", num_generations=K, sampling="beam", beta=BETA, epsilon=EPSILON,
-                         num_iterations=1, micro_batch_size=8, learning_rate=0.0, max_grad_norm=0.0)
+    settings = rlt.validate_settings(rlt.RLSettings.from_dict(dict(
+        alignment="full", num_generations=K, sampling="beam", beta=BETA, epsilon=EPSILON, num_iterations=1,
+        micro_batch_size=8, learning_rate=0.0, max_grad_norm=0.0)))
     sid_dict, title_dict, _ = rlt.build_dictionaries(tokenizer, meta, len(tokenizer), True)
     examples = rlt.build_examples(frame, tokenizer, sid_dict, title_dict, settings)
     with torch.no_grad():
