@@ -36,6 +36,7 @@ class LLMBaselinesParams:
     length_penalty: float = 1.0                                 # title-constrained BIGRec
     assistant: str | None = field(default="sasrec", metadata=rule(choices=("gru4rec", "caser", "sasrec", "hstu")))
     alpha: float = field(default=0.0, metadata=rule(ge=0))      # D3's assistant weight (0: LLM only)
+    assistant_beams: int = field(default=50, metadata=rule(ge=10))  # D3 with the assistant: beams it reorders
     num_threads: int | None = field(default=1, metadata=rule(ge=1))
 
     def check(self, where: str) -> None:
@@ -147,14 +148,14 @@ def evaluate_bigrec(model_folder, test_rows: pd.DataFrame, items: pd.DataFrame, 
 
 
 def _constrained(model_folder, test_rows, items, item_sids, sft, params, train_report, ghost_free: bool,
-                 length_penalty: float, item_bonus=None) -> dict[str, float]:
+                 length_penalty: float, item_bonus=None, num_beams: int | None = None) -> dict[str, float]:
     config, started = _config(params), time.perf_counter()
     with _torch_threads(config.num_threads):
         model, tokenizer, _ = modeling.load_model_folder(model_folder)
         dictionary = title_llm.TitleDictionary.build(tokenizer, _titles(items, item_sids),
                                                      max(len(tokenizer), model.config.vocab_size), ghost_free=ghost_free)
         rankings, _ = title_llm.constrained_rankings(
-            model, _prompts(tokenizer, test_rows, dictionary, sft, config), dictionary, config.num_beams,
+            model, _prompts(tokenizer, test_rows, dictionary, sft, config), dictionary, num_beams or config.num_beams,
             tokenizer.pad_token_id, length_penalty=length_penalty, item_bonus=item_bonus,
             batch_size=config.decode_batch_size)
     return _metrics(title_llm.ranked_metrics(rankings, _targets(test_rows, dictionary)), started, train_report)
@@ -187,9 +188,11 @@ def train_assistant(items: pd.DataFrame, train_sequences: pd.DataFrame, valid_se
 
 def evaluate_d3(model_folder, test_rows, items, item_sids, sft, params, train_report, assistant):
     """D3: summed log-probs without length normalisation, ghost tokens left out, optional assistant."""
-    alpha = _config(params).alpha
-    bonus = alpha * assistant["log_probs"] if assistant else None
-    metrics = _constrained(model_folder, test_rows, items, item_sids, sft, params, train_report, True, 0.0, bonus)
+    config = _config(params)
+    bonus = config.alpha * assistant["log_probs"] if assistant else None
+    # the assistant only reorders what the search found: search wider so that it can lift an item into the top K
+    beams = max(config.num_beams, config.assistant_beams) if assistant else config.num_beams
+    metrics = _constrained(model_folder, test_rows, items, item_sids, sft, params, train_report, True, 0.0, bonus, beams)
     if assistant:
         metrics["wall_time_s"] = round(metrics["wall_time_s"] + assistant["train_s"], 2)
         metrics["assistant_s"] = assistant["train_s"]
