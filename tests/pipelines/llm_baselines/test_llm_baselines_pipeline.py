@@ -18,9 +18,9 @@ from singer_rec.pipelines.llm_baselines.nodes import LLMBaselinesParams  # noqa:
 from singer_rec.params import from_params  # noqa: E402
 
 SFT = {"model": TINY_MODEL, "num_processes": 1, "work_dir": "unused", "train": {
-    "learning_rate": 3e-3, "batch_size": 32, "micro_batch_size": 32, "epochs": 3, "patience": 3, "max_length": 96,
+    "learning_rate": 3e-3, "batch_size": 64, "micro_batch_size": 64, "epochs": 1, "patience": 1, "max_length": 96,
     "select_metric": "NDCG@10", "autocast": "off", "device": "cpu", "num_threads": 1}}
-BASELINES = {"max_history": 4, "training": {"loss": "ce", "batch_size": 64, "max_epochs": 3, "patience": 3,
+BASELINES = {"max_history": 4, "training": {"loss": "ce", "batch_size": 64, "max_epochs": 1, "patience": 1,
                                             "learning_rates": [1e-2], "weight_decays": [1e-6]},
              "sasrec": {"model": {"dim": 16}}}
 EMBED = {"encoder": "hashing", "dim": 512}
@@ -40,7 +40,7 @@ def _catalog(tmp_path) -> DataCatalog:
     # the llm_baselines block: the project's conf with the run folder moved and the assistant switched on
     params = {**yaml.safe_load((PROJECT_ROOT / "conf/base/parameters_llm_baselines.yml").read_text())["llm_baselines"],
               "work_dir": str(tmp_path / "bigrec_work"), "alpha": 0.5, "max_new_tokens": 12}
-    params["train"] = {**params["train"], "epochs": 3}
+    params["train"] = {**params["train"], "epochs": 1}
     for name, value in {"items": items, "item_sids": item_sids, "train_sequences": train, "valid_sequences": valid,
                         "test_sequences": test, "params:prompts": {"history_length": 2}, "params:llm_baselines": params,
                         "params:sft": SFT, "params:embed": EMBED, "params:baselines": BASELINES,
