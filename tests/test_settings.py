@@ -100,15 +100,15 @@ def test_cpu_budget_is_one_run_config_flag_with_nested_params():
     """`kedro run --config=conf/cpu_budget.yml` as Kedro's CLI parses it: nested params, merged key by key."""
     context = run_command.make_context("run", ["--env", "industrial", "--config", str(CONF / "cpu_budget.yml")])
     runtime_params = context.params["params"]
-    assert runtime_params["sft"]["train"]["max_steps"] == 150
+    assert runtime_params["sft"]["train"]["epochs"] == 6
     params = _parameters(context.params["env"], runtime_params)
     industrial = _parameters("industrial")
-    assert params["sft"]["train"] == {**industrial["sft"]["train"], "learning_rate": 1.0e-3, "max_steps": 150,
-                                      "max_valid_samples": 500, "num_threads": 2}
+    assert params["sft"]["train"] == {**industrial["sft"]["train"], "learning_rate": 1.0e-3, "epochs": 6, "patience": 2,
+                                      "max_valid_samples": 500, "valid_ranking_rows": 500, "num_threads": 1}
     assert params["rl"]["settings"] == {**industrial["rl"]["settings"], "learning_rate": 5.0e-5, "batch_size": 32,
-                                        "micro_batch_size": 128, "max_steps": 5, "probe_prompts": 64,
-                                        "checkpoint_every": 5}
-    assert params["evaluate"] == {**industrial["evaluate"], "max_rows": 1000, "valid_max_rows": 100}
+                                        "micro_batch_size": 128, "max_steps": 100, "autocast": "auto",
+                                        "probe_prompts": 64, "checkpoint_every": 10}
+    assert params["evaluate"] == {**industrial["evaluate"], "max_rows": None, "valid_max_rows": 500}
     assert params["prompts"]["sft_tasks"] == ["semantic", "sid_to_title", "title_to_sid", "description_to_sid"]
     assert params["prompts"]["rl_tasks"] == industrial["prompts"]["rl_tasks"]
     validate_run_parameters(params)
@@ -121,7 +121,7 @@ def test_cpu_budget_is_one_run_config_flag_with_nested_params():
 @pytest.mark.parametrize("env", ["local", *REAL_ENVS])
 def test_every_environment_passes_parameter_validation(env):
     assert set(validate_run_parameters(_parameters(env))) == {"ingest", "split", "embed", "sid", "prompts", "evaluate",
-                                                               "sft", "rl", "sdpo", "baselines"}
+                                                               "sft", "rl", "sdpo", "baselines", "llm_baselines"}
 
 
 @pytest.mark.parametrize("override,message", [

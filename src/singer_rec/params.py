@@ -41,6 +41,7 @@ SCHEMAS: dict[str, str] = {
     "rl": "singer_rec.pipelines.rl.nodes:RLParams",
     "sdpo": "singer_rec.pipelines.sdpo.nodes:SDPOParams",
     "baselines": "singer_rec.pipelines.baselines.nodes:BaselinesParams",
+    "llm_baselines": "singer_rec.pipelines.llm_baselines.nodes:LLMBaselinesParams",
 }
 
 
