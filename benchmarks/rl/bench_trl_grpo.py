@@ -206,12 +206,20 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", nargs="*", default=[], help="rl settings overrides, key=value")
+    parser.add_argument("--trl-head", choices=["all-positions", "completion-only"], default="all-positions",
+                        help="trl's LM head: all-positions (what it does without Triton, i.e. on a CPU) or "
+                             "completion-only (its CUDA/XPU path, forced here)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is marked experimental
     from datasets import Dataset
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
+
+    if args.trl_head == "completion-only":
+        import trl.trainer.utils
+
+        trl.trainer.utils._use_triton = lambda device: True  # the fused head then scores the labelled positions only
 
     if not MINIONEREC.is_dir():
         sys.exit(f"{MINIONEREC} not found: the benchmark uses the real Industrial items and SIDs")
@@ -233,7 +241,7 @@ def main(argv=None) -> None:
           f"title answers, vocab {len(tokenizer)}, {sum(p.numel() for p in policy.parameters()) / 1e6:.1f}M params, "
           f"built in {time.perf_counter() - started:.0f} s")
     print(f"# settings: batch {settings.batch_size} prompts, k {k}, micro {settings.micro_batch_size}, sampling "
-          f"{settings.sampling}, torch threads {args.threads}, load average {os.getloadavg()}")
+          f"{settings.sampling}, trl head {args.trl_head}, torch threads {args.threads}, load average {os.getloadavg()}")
 
     optimizer, scheduler = common.optimizer_and_schedule(policy, settings.learning_rate, settings.weight_decay,
                                                          args.steps)
