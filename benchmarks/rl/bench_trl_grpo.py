@@ -23,6 +23,7 @@ this process's CPU seconds (steadier on a shared machine); the phase split of tr
 from timers wrapped around its methods.
 
     python benchmarks/rl/bench_trl_grpo.py --steps 3 --threads 1 --set batch_size=16   # benchmarks/README.md
+    python benchmarks/rl/bench_trl_grpo.py --steps 3 --threads 1 --set batch_size=16 --trl-head completion-only
     python benchmarks/rl/bench_trl_grpo.py --steps 4 --threads 1                       # the recipe's 32 prompts
     python benchmarks/rl/bench_trl_grpo.py --steps 2 --set batch_size=2 micro_batch_size=16   # a smoke run
 """
