@@ -16,6 +16,7 @@ import os
 import random
 import shutil
 import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,12 @@ def read_config(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--config", required=True)
     args = parser.parse_args(argv)
     return json.loads(Path(args.config).read_text(encoding="utf-8"))
+
+
+def run_entry_point(train: Callable[[dict[str, Any]], Any], argv: Sequence[str] | None = None) -> None:
+    """The ``python -m`` entry of a training process: log to stderr, read ``--config``, train."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    train(read_config(list(argv) if argv is not None else None))
 
 
 def seed_everything(seed: int) -> None:

@@ -543,8 +543,7 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    train(common.read_config(argv))
+    common.run_entry_point(train, argv)
 
 
 if __name__ == "__main__":

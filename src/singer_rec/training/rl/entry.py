@@ -66,5 +66,4 @@ def run(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    run(common.read_config(list(argv) if argv is not None else None))
+    common.run_entry_point(run, argv)
