@@ -46,6 +46,18 @@ def run_entry_point(train: Callable[[dict[str, Any]], Any], argv: Sequence[str] 
     train(read_config(list(argv) if argv is not None else None))
 
 
+@contextlib.contextmanager
+def torch_threads(num_threads: int | None):
+    """Intra-op threads for one node; on a busy shared CPU 1 thread beats oversubscription."""
+    previous = torch.get_num_threads()
+    if num_threads:
+        torch.set_num_threads(int(num_threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)

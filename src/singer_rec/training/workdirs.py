@@ -12,12 +12,27 @@ the same inputs resumes there and a rerun with changed inputs gets a new folder.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import shutil
 from pathlib import Path
+from typing import Any
+
+import pandas as pd
 
 logger = logging.getLogger(__name__)
+
+
+def run_fingerprint(config: dict[str, Any], frames: dict[str, pd.DataFrame]) -> str:
+    """Identifies a training run: same config and data -> same checkpoint folder (resume)."""
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
+    for name in sorted(frames):
+        digest.update(name.encode())
+        digest.update(frames[name].to_json(orient="split", default_handler=str).encode())
+    return digest.hexdigest()[:16]
+
 
 RESULT_FILE = "result.json"
 MODEL_DIR = "model"

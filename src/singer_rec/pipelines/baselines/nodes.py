@@ -4,7 +4,6 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -12,6 +11,7 @@ import pandas as pd
 import torch
 
 from singer_rec.baselines import tiger
+from singer_rec.training import common
 from singer_rec.baselines.sequences import ItemIndex, encode_sequences
 from singer_rec.baselines.training import (
     TrainConfig,
@@ -73,18 +73,6 @@ class BaselinesParams:
             raise ValueError(f"{where}.tiger.select_metric {config.select_metric!r}; allowed: loss, HR@K, NDCG@K (K in 3, 5, 10)")
 
 
-@contextmanager
-def _torch_threads(num_threads: int | None):
-    """Intra-op threads for one node; on a busy shared CPU 1 thread beats oversubscription."""
-    previous = torch.get_num_threads()
-    if num_threads:
-        torch.set_num_threads(int(num_threads))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def _encode(items: pd.DataFrame, tables: dict[str, pd.DataFrame], max_history: int):
     if "item_id" not in items.columns:
         raise ValueError("items: missing column 'item_id'")
@@ -110,7 +98,7 @@ def train_sequential_baseline(name: str, items: pd.DataFrame, train_sequences: p
                           params["max_history"])
     training = {**params["training"], **params[name].get("training", {}), "seed": seed}
     model_config = {"max_len": params["max_history"], **params[name].get("model", {})}
-    with _torch_threads(params.get("num_threads")):
+    with common.torch_threads(params.get("num_threads")):
         fit = train_with_grid(name, index.num_items, data["train"], data["valid"], TrainConfig(**training), model_config)
         metrics = evaluate_model(fit.model, data["test"], training.get("eval_batch_size", 1024))
     logger.info("%s test %s", name, {k: round(v, 4) for k, v in metrics.items()})
@@ -145,7 +133,7 @@ def train_tiger(item_sids: pd.DataFrame, train_sequences: pd.DataFrame, valid_se
     started = time.perf_counter()
     config = tiger.TigerConfig(**{"max_history": params["max_history"], **params["tiger"], "seed": seed})
     vocab = tiger.SidVocabulary(item_sids)
-    with _torch_threads(params.get("num_threads")):
+    with common.torch_threads(params.get("num_threads")):
         model, info = tiger.train_tiger(vocab, train_sequences, valid_sequences, config)
         metrics = tiger.evaluate_tiger(model, vocab, test_sequences, config)
     logger.info("tiger test %s", {k: round(v, 4) for k, v in metrics.items()})

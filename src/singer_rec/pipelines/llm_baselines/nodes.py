@@ -14,8 +14,9 @@ from singer_rec import modeling
 from singer_rec.baselines import title_llm
 from singer_rec.baselines.bigrec import ground_texts
 from singer_rec.params import from_params, rule
-from singer_rec.pipelines.baselines.nodes import METRIC_COLUMNS, _torch_threads
+from singer_rec.pipelines.baselines.nodes import METRIC_COLUMNS
 from singer_rec.prompts import PAPER_TEMPLATES, PromptBuilder
+from singer_rec.training import common
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +135,7 @@ def evaluate_bigrec(model_folder, test_rows: pd.DataFrame, items: pd.DataFrame, 
     encode = lambda texts: encode_texts(texts, encoder.encoder, model_path=encoder.model_path,  # noqa: E731
                                         batch_size=encoder.batch_size, normalize=encoder.normalize,
                                         device=encoder.device, dim=encoder.dim, progress=False)
-    with _torch_threads(config.num_threads):
+    with common.torch_threads(config.num_threads):
         model, tokenizer, _ = modeling.load_model_folder(model_folder)
         titles = _titles(items, item_sids)
         dictionary = title_llm.TitleDictionary.build(tokenizer, titles, max(len(tokenizer), model.config.vocab_size))
@@ -150,7 +151,7 @@ def evaluate_bigrec(model_folder, test_rows: pd.DataFrame, items: pd.DataFrame, 
 def _constrained(model_folder, test_rows, items, item_sids, sft, params, train_report, ghost_free: bool,
                  length_penalty: float, item_bonus=None, num_beams: int | None = None) -> dict[str, float]:
     config, started = _config(params), time.perf_counter()
-    with _torch_threads(config.num_threads):
+    with common.torch_threads(config.num_threads):
         model, tokenizer, _ = modeling.load_model_folder(model_folder)
         dictionary = title_llm.TitleDictionary.build(tokenizer, _titles(items, item_sids),
                                                      max(len(tokenizer), model.config.vocab_size), ghost_free=ghost_free)
@@ -179,7 +180,7 @@ def train_assistant(items: pd.DataFrame, train_sequences: pd.DataFrame, valid_se
     started = time.perf_counter()
     block = baselines.get(config.assistant) or {}
     training = TrainConfig(**{**baselines["training"], **block.get("training", {}), "seed": seed})
-    with _torch_threads(config.num_threads):
+    with common.torch_threads(config.num_threads):
         log_probs = title_llm.assistant_log_probs(config.assistant, items["item_id"].astype(str).tolist(),
                                                   train_sequences, valid_sequences, test_decodable, training,
                                                   block.get("model", {}), int(baselines["max_history"]))

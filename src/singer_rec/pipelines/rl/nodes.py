@@ -12,7 +12,7 @@ import pandas as pd
 
 from singer_rec import modeling
 from singer_rec.curves import curves_figure, rl_curves
-from singer_rec.pipelines.sft.nodes import _fingerprint as run_fingerprint
+from singer_rec.training.workdirs import run_fingerprint
 from singer_rec.rl.report import reward_distribution_figure, summary_report
 from singer_rec.training import rl
 from singer_rec.training.launch import run_training

@@ -13,7 +13,7 @@ import pandas as pd
 from singer_rec.params import rule
 from singer_rec.pipelines.baselines.nodes import METRIC_COLUMNS
 from singer_rec.pipelines.evaluate.nodes import evaluate_test
-from singer_rec.pipelines.sft.nodes import _fingerprint as run_fingerprint
+from singer_rec.training.workdirs import run_fingerprint
 from singer_rec.training.launch import run_training
 from singer_rec.training.sdpo import SDPOSettings
 from singer_rec.training.workdirs import clean_finished_runs

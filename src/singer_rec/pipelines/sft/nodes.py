@@ -1,8 +1,6 @@
 """The SFT node: checks its inputs, hands file paths to the training process, returns its folder."""
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import shutil
 from dataclasses import dataclass
@@ -15,7 +13,7 @@ from singer_rec import modeling
 from singer_rec.curves import curves_figure, sft_curves
 from singer_rec.training import sft
 from singer_rec.training.launch import Rendezvous, run_training
-from singer_rec.training.workdirs import clean_finished_runs
+from singer_rec.training.workdirs import clean_finished_runs, run_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -42,15 +40,6 @@ class SFTParams:
         sft.SFTSettings.from_dict(self.train, f"{where}.train")
 
 
-def _fingerprint(config: dict[str, Any], frames: dict[str, pd.DataFrame]) -> str:
-    """Identifies a training run: same config and data -> same checkpoint folder (resume)."""
-    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
-    for name in sorted(frames):
-        digest.update(name.encode())
-        digest.update(frames[name].to_json(orient="split", default_handler=str).encode())
-    return digest.hexdigest()[:16]
-
-
 def train_sft_model(sft_dataset_train: pd.DataFrame, sft_dataset_valid: pd.DataFrame, items: pd.DataFrame,
                     item_sids: pd.DataFrame, params: dict[str, Any], prompts: dict[str, Any],
                     seed: int) -> tuple[str, dict[str, Any]]:
@@ -65,7 +54,7 @@ def train_sft_model(sft_dataset_train: pd.DataFrame, sft_dataset_valid: pd.DataF
     sft.check_sids_against_catalog(item_sids, frames)
 
     config = {**params["train"], "model": params["model"], "templates": prompts["templates"], "seed": seed}
-    run_dir = Path(params["work_dir"]) / _fingerprint(config, {**frames, "items": items, "item_sids": item_sids})
+    run_dir = Path(params["work_dir"]) / run_fingerprint(config, {**frames, "items": items, "item_sids": item_sids})
     if not params.get("resume", True):
         shutil.rmtree(run_dir, ignore_errors=True)
     clean_finished_runs(params["work_dir"], params.get("keep_finished_runs", 2), current=run_dir)
