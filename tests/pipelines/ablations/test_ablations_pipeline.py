@@ -131,7 +131,7 @@ def test_the_project_pipeline_has_a_namespace_per_conf_definition():
     from singer_rec.pipelines.ablations.pipeline import conf_definitions
 
     definitions = conf_definitions(PROJECT_ROOT / "conf")
-    assert list(definitions)[:3] == ["sft-only", "singer", "grpo-acc"] and len(definitions) == 12
+    assert list(definitions)[:4] == ["sft-only", "singer", "grpo-acc", "minionerec"] and len(definitions) == 13
     namespaces = {n.namespace for n in create_pipeline(definitions).nodes if n.namespace}
     assert namespaces == {*definitions, "sft-semantic"}
 

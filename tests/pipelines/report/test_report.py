@@ -111,6 +111,7 @@ def test_report_pipeline_runs_with_absent_optional_inputs(tmp_path):
         "rl.test_metrics": OptionalDataset({"type": "json.JSONDataset", "filepath": str(tmp_path / "absent.json")}),
         "llm_baseline_metrics": OptionalDataset({"type": "json.JSONDataset", "filepath": str(tmp_path / "no_llm.json")}),
         "sdpo_metrics": OptionalDataset({"type": "json.JSONDataset", "filepath": str(tmp_path / "no_sdpo.json")}),
+        "minionerec.test_metrics": OptionalDataset({"type": "json.JSONDataset", "filepath": str(tmp_path / "no.json")}),
         "params:report": MemoryDataset(PARAMS),
         "params:paper_table1": MemoryDataset(PAPER),
         "results_table": MemoryDataset(),
@@ -137,7 +138,8 @@ def test_llm_baseline_and_sdpo_json_fill_their_rows_and_an_absent_one_is_named(t
     optional = lambda name: OptionalDataset({"type": "json.JSONDataset", "filepath": str(tmp_path / name)})  # noqa: E731
     catalog = DataCatalog({
         "baseline_metrics": MemoryDataset(BASELINES.iloc[:1]), "sft.test_metrics": optional("absent_sft.json"),
-        "rl.test_metrics": optional("absent_rl.json"), "llm_baseline_metrics": optional("llm.json"),
+        "rl.test_metrics": optional("absent_rl.json"), "minionerec.test_metrics": optional("absent_minionerec.json"),
+        "llm_baseline_metrics": optional("llm.json"),
         "sdpo_metrics": optional("sdpo.json"), "params:report": MemoryDataset(params),
         "params:paper_table1": MemoryDataset(PAPER), "results_table": MemoryDataset(),
         "results_markdown": MemoryDataset(), "results_chart": MemoryDataset(copy_mode="assign"),
@@ -154,6 +156,17 @@ def test_llm_baseline_and_sdpo_json_fill_their_rows_and_an_absent_one_is_named(t
     table = catalog["results_table"].load()
     assert table.set_index("method").loc["S-DPO", ["status", "NDCG@10"]].tolist() == ["run", 0.5]
     assert "|  | D3 | 0.4000 |" in catalog["results_markdown"].load()
+
+
+def test_the_minionerec_variant_fills_the_minionerec_row_and_is_named_when_absent():
+    params = {**PARAMS, "include": ["sft", "rl", "minionerec"], "anchors_dataset": None,
+              "model_names": {**PARAMS["model_names"], "minionerec": "MiniOneRec"},
+              "groups": {"LLM-based": ["MiniOneRec"], "Ours": ["SINGER-SFT", "SINGER"]}}
+    table, markdown, _ = build_report(None, SFT, {**SFT, "HR@10": 0.2}, params, PAPER, minionerec_metrics=_row(0.15, 9.0))
+    assert table[["method", "HR@10", "wall_time_s"]].values.tolist() == [
+        ["MiniOneRec", 0.15, 9.0], ["SINGER-SFT", 0.11, 250.0], ["SINGER", 0.2, 250.0]]
+    _, markdown, _ = build_report(None, SFT, None, params, PAPER)
+    assert "Not in this run (input absent): SINGER, MiniOneRec." in markdown
 
 
 def test_method_json_must_map_methods_to_metric_mappings():

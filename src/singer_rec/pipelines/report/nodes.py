@@ -13,7 +13,7 @@ logger = logging.getLogger(__name__)
 
 # inputs holding one row per method (a table, or json keyed by method) and inputs of one model each
 TABLE_INPUTS = ("baselines", "llm_baselines", "sdpo")
-MODEL_INPUTS = ("sft", "rl")
+MODEL_INPUTS = ("sft", "rl", "minionerec")
 INPUTS = TABLE_INPUTS + MODEL_INPUTS
 
 
@@ -41,15 +41,15 @@ def method_table(metrics: pd.DataFrame | Mapping | list | None, source: str) -> 
 
 def build_report(baseline_metrics: pd.DataFrame | None, sft_metrics: dict | None, rl_metrics: dict | None,
                  params: dict[str, Any], paper_table1: dict[str, Any], llm_baseline_metrics: dict | None = None,
-                 sdpo_metrics: dict | None = None):
+                 sdpo_metrics: dict | None = None, minionerec_metrics: dict | None = None):
     """Table 1 (csv), its markdown and a bar chart from whichever inputs are present.
 
     Rows follow ``params["groups"]`` (the paper's Table 1 order); a listed method without a result
-    reads 'not run'. ``params["model_names"]`` names the sft and rl results (e.g. sft -> LC-Rec,
-    rl -> SINGER, or MiniOneRec for an RL run with MiniOneRec's settings) and how an absent input
-    is named.
+    reads 'not run'. ``params["model_names"]`` names the model results (sft -> LC-Rec, rl -> SINGER,
+    minionerec -> MiniOneRec: the ``minionerec`` ablation variant's test metrics) and how an absent
+    input is named.
 
-    ``params["include"]`` lists the inputs to use (baselines, llm_baselines, sdpo, sft, rl); an
+    ``params["include"]`` lists the inputs to use (baselines, llm_baselines, sdpo, sft, rl, minionerec); an
     included input that is absent is named in the report instead of failing; nothing present at all
     is an error. ``params["anchors_dataset"]`` (Industrial, Office or None) picks the block of
     ``paper_table1``.
@@ -60,7 +60,8 @@ def build_report(baseline_metrics: pd.DataFrame | None, sft_metrics: dict | None
         raise ValueError(f"report.include: unknown input(s) {sorted(unknown)}; expected {', '.join(INPUTS)}")
     names = params["model_names"]
     inputs = {"baselines": baseline_metrics, "llm_baselines": method_table(llm_baseline_metrics, "llm_baseline_metrics"),
-              "sdpo": method_table(sdpo_metrics, "sdpo_metrics"), "sft": sft_metrics, "rl": rl_metrics}
+              "sdpo": method_table(sdpo_metrics, "sdpo_metrics"), "sft": sft_metrics, "rl": rl_metrics,
+              "minionerec": minionerec_metrics}
     missing = [names.get(k, k) for k in INPUTS if k in include and inputs[k] is None]
     tables = [inputs[k] for k in TABLE_INPUTS if k in include and inputs[k] is not None]
     rows = report.method_rows(
@@ -69,7 +70,7 @@ def build_report(baseline_metrics: pd.DataFrame | None, sft_metrics: dict | None
     )
     if not rows:
         raise ValueError("report: none of the included inputs (baseline_metrics, llm_baseline_metrics, sdpo_metrics, "
-                         "sft/rl test metrics) exists; run the baselines, llm_baselines, sdpo or evaluate pipelines first")
+                         "sft/rl/minionerec test metrics) exists; run the baselines, llm_baselines, sdpo or evaluate pipelines first")
     if missing:
         logger.warning("report without: %s", ", ".join(missing))
     anchors_key = params.get("anchors_dataset")
