@@ -13,7 +13,7 @@ from kedro.config import OmegaConfigLoader
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
-from singer_rec.training.workdirs import clean_finished_runs, taken_runs
+from singer_rec.training.workdirs import clean_finished_runs, run_fingerprint, taken_runs
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "training"))
@@ -34,6 +34,17 @@ def make_run(work: Path, name: str, *, result: bool, model: bool, checkpoints: b
         stamp = 1_700_000_000 - age_s
         os.utime(run / "result.json", (stamp, stamp))
     return run
+
+
+def test_fingerprint_ignores_only_the_keys_that_do_not_change_what_a_run_computes():
+    frames = {"rows": pd.DataFrame({"a": [1, 2]})}
+    config = {"learning_rate": 1e-3, "num_threads": 1, "rl": {"beta": 0.1, "checkpoint_every": 10}}
+    same = run_fingerprint(config, frames)
+    assert run_fingerprint({**config, "num_threads": 2, "log_every": 5, "keep_checkpoints": 3}, frames) == same
+    assert run_fingerprint({**config, "rl": {"beta": 0.1, "checkpoint_every": 50}}, frames) == same
+    assert run_fingerprint({**config, "rl": {"beta": 0.2, "checkpoint_every": 10}}, frames) != same
+    assert run_fingerprint({**config, "learning_rate": 2e-3}, frames) != same
+    assert run_fingerprint(config, {"rows": pd.DataFrame({"a": [1, 3]})}) != same
 
 
 def test_only_finished_runs_whose_model_was_taken_are_cleaned_newest_kept(tmp_path):

@@ -25,9 +25,22 @@ import pandas as pd
 logger = logging.getLogger(__name__)
 
 
+# Settings that change how a run is carried out, not what it computes: a rerun that changes only
+# these resumes the same run (e.g. with more threads) instead of starting over.
+RESUME_NEUTRAL_KEYS = frozenset({"num_threads", "checkpoint_every", "keep_checkpoints", "log_every",
+                                 "keep_finished_runs", "resume"})
+
+
+def _without_resume_neutral_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_resume_neutral_keys(v) for k, v in value.items() if k not in RESUME_NEUTRAL_KEYS}
+    return value
+
+
 def run_fingerprint(config: dict[str, Any], frames: dict[str, pd.DataFrame]) -> str:
-    """Identifies a training run: same config and data -> same checkpoint folder (resume)."""
-    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
+    """Identifies a training run: same config (but its ``RESUME_NEUTRAL_KEYS``, at any depth) and
+    data -> same checkpoint folder (resume)."""
+    digest = hashlib.sha256(json.dumps(_without_resume_neutral_keys(config), sort_keys=True, default=str).encode())
     for name in sorted(frames):
         digest.update(name.encode())
         digest.update(frames[name].to_json(orient="split", default_handler=str).encode())
