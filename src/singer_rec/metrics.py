@@ -50,3 +50,29 @@ def ranks_from_scores(scores: np.ndarray, target_index: np.ndarray) -> np.ndarra
     target_scores = scores[np.arange(len(scores)), target_index]
     return (scores >= target_scores[:, None]).sum(axis=1)
 
+
+
+def per_row_gain(ranks: Sequence[int | None], metric: str) -> np.ndarray:
+    """Each row's contribution to ``metric`` (``HR@K`` or ``NDCG@K``): its mean is that metric."""
+    name, _, k_text = metric.partition("@")
+    if name not in ("HR", "NDCG") or not k_text.isdigit():
+        raise ValueError(f"metric must be HR@K or NDCG@K, got {metric!r}")
+    r = np.array([np.inf if x is None else x for x in ranks], dtype=float)
+    hit = r <= int(k_text)
+    if name == "HR":
+        return hit.astype(float)
+    return np.where(hit, 1.0 / np.log2(np.where(hit, r, 1.0) + 1.0), 0.0)
+
+
+def paired_bootstrap(ranks_a: Sequence[int | None], ranks_b: Sequence[int | None], metric: str = "NDCG@10",
+                     resamples: int = 2000, seed: int = 0) -> dict[str, float]:
+    """``metric`` of B minus A on the same rows, with a 95% percentile interval over ``resamples``
+    row resamples (the same rows for both, so row difficulty cancels) and the rows each way."""
+    if len(ranks_a) != len(ranks_b) or len(ranks_a) == 0:
+        raise ValueError(f"paired rows needed: got {len(ranks_a)} and {len(ranks_b)}")
+    diff = per_row_gain(ranks_b, metric) - per_row_gain(ranks_a, metric)
+    rng = np.random.default_rng(seed)
+    means = np.array([diff[rng.integers(0, len(diff), len(diff))].mean() for _ in range(resamples)])
+    low, high = np.percentile(means, [2.5, 97.5])
+    return {"mean": float(diff.mean()), "ci95_low": float(low), "ci95_high": float(high),
+            "rows_up": int((diff > 0).sum()), "rows_down": int((diff < 0).sum()), "n": len(diff)}
