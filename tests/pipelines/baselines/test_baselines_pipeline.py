@@ -75,8 +75,8 @@ def test_project_conf_parses_into_valid_settings_and_catalog_entries():
         config = TrainConfig(**{**baselines["training"], **baselines[name].get("training", {})})
         # chosen on valid NDCG@10 on Industrial (docs/baselines.md), not the paper's batch 1024 / BCE
         assert (config.batch_size, config.loss, config.positions, config.patience) == (128, "ce", "last", 15)
-    assert set(params["report"]["include"]) == {"baselines", "llm_baselines", "sdpo", "sft", "rl"}
+    assert set(params["report"]["include"]) == {"baselines", "llm_baselines", "sdpo", "sft", "rl", "minionerec"}
     catalog = DataCatalog.from_config(loader["catalog"])
-    for name in ["baseline_metrics", "baseline_sasrec_metrics", "sft.test_metrics", "results_markdown"]:
+    for name in ["baseline_metrics", "baseline_sasrec_metrics", "sft.test_metrics", "minionerec.test_metrics", "results_markdown"]:
         assert name in catalog, name
     assert catalog["rl.test_metrics"].load() is None or isinstance(catalog["rl.test_metrics"].load(), dict)
