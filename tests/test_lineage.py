@@ -62,8 +62,8 @@ def test_the_studied_pipelines_together_start_at_raw_datasets_only(pipelines):
 def test_the_report_consumes_the_producing_datasets(pipelines):
     report_inputs = _free_data_inputs(pipelines["report"])
     assert report_inputs == {"baseline_metrics", "sft.test_metrics", "rl.test_metrics", "llm_baseline_metrics",
-                             "sdpo_metrics"}
-    producers = ("baselines", "evaluate", "llm_baselines", "sdpo")
+                             "sdpo_metrics", "minionerec.test_metrics"}
+    producers = ("baselines", "evaluate", "llm_baselines", "sdpo", "ablations")
     assert report_inputs <= set().union(*(pipelines[name].all_outputs() for name in producers))
 
 
