@@ -28,7 +28,7 @@ def compare(path_a: Path, path_b: Path, resamples: int = 2000, seed: int = 0) ->
     frame_a, ranks_a = read_ranks(path_a)
     frame_b, ranks_b = read_ranks(path_b)
     keys = ["user_id", "target"]
-    if len(frame_a) != len(frame_b) or not frame_a[keys].reset_index(drop=True).equals(frame_b[keys].reset_index(drop=True)):
+    if not frame_a[keys].reset_index(drop=True).equals(frame_b[keys].reset_index(drop=True)):
         raise ValueError(f"{path_a} and {path_b} do not hold the same (user_id, target) rows in the same order "
                          f"({len(frame_a)} and {len(frame_b)} rows)")
     out = {"a": str(path_a), "b": str(path_b), "resamples": resamples, "seed": seed,

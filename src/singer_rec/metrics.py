@@ -24,14 +24,25 @@ def metrics_from_ranks(ranks: Sequence[int | None], ks: Sequence[int] = DEFAULT_
     n = len(ranks)
     if n == 0:
         raise ValueError("cannot compute metrics on zero rows")
-    r = np.array([np.inf if x is None else x for x in ranks], dtype=float)
+    r = _rank_array(ranks)
     out: dict[str, float] = {}
     for k in ks:
-        hit = r <= k
-        out[f"HR@{k}"] = float(hit.mean())
-        out[f"NDCG@{k}"] = float(np.where(hit, 1.0 / np.log2(np.where(hit, r, 1.0) + 1.0), 0.0).mean())
+        out[f"HR@{k}"] = float(_gains(r, "HR", k).mean())
+        out[f"NDCG@{k}"] = float(_gains(r, "NDCG", k).mean())
     out["n"] = n
     return out
+
+
+def _rank_array(ranks: Sequence[int | None]) -> np.ndarray:
+    return np.array([np.inf if x is None else x for x in ranks], dtype=float)
+
+
+def _gains(r: np.ndarray, name: str, k: int) -> np.ndarray:
+    """Per-row HR@k (hit) or NDCG@k (1/log2(rank+1) for a hit) of the rank array ``r``."""
+    hit = r <= k
+    if name == "HR":
+        return hit.astype(float)
+    return np.where(hit, 1.0 / np.log2(np.where(hit, r, 1.0) + 1.0), 0.0)
 
 
 def ranking_metrics(ranked_lists: Sequence[Sequence], targets: Sequence, ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
@@ -51,17 +62,12 @@ def ranks_from_scores(scores: np.ndarray, target_index: np.ndarray) -> np.ndarra
     return (scores >= target_scores[:, None]).sum(axis=1)
 
 
-
 def per_row_gain(ranks: Sequence[int | None], metric: str) -> np.ndarray:
     """Each row's contribution to ``metric`` (``HR@K`` or ``NDCG@K``): its mean is that metric."""
     name, _, k_text = metric.partition("@")
     if name not in ("HR", "NDCG") or not k_text.isdigit():
         raise ValueError(f"metric must be HR@K or NDCG@K, got {metric!r}")
-    r = np.array([np.inf if x is None else x for x in ranks], dtype=float)
-    hit = r <= int(k_text)
-    if name == "HR":
-        return hit.astype(float)
-    return np.where(hit, 1.0 / np.log2(np.where(hit, r, 1.0) + 1.0), 0.0)
+    return _gains(_rank_array(ranks), name, int(k_text))
 
 
 def paired_bootstrap(ranks_a: Sequence[int | None], ranks_b: Sequence[int | None], metric: str = "NDCG@10",

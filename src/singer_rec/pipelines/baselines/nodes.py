@@ -11,7 +11,6 @@ import pandas as pd
 import torch
 
 from singer_rec.baselines import tiger
-from singer_rec.training import common
 from singer_rec.baselines.sequences import ItemIndex, encode_sequences
 from singer_rec.baselines.training import (
     TrainConfig,
@@ -20,6 +19,7 @@ from singer_rec.baselines.training import (
     popularity_scores,
     train_with_grid,
 )
+from singer_rec.training import common
 
 logger = logging.getLogger(__name__)
 

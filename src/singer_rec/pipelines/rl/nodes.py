@@ -12,11 +12,10 @@ import pandas as pd
 
 from singer_rec import modeling
 from singer_rec.curves import curves_figure, rl_curves
-from singer_rec.training.workdirs import run_fingerprint
 from singer_rec.rl.report import reward_distribution_figure, summary_report
 from singer_rec.training import rl
 from singer_rec.training.launch import run_training
-from singer_rec.training.workdirs import clean_finished_runs
+from singer_rec.training.workdirs import clean_finished_runs, run_fingerprint
 
 logger = logging.getLogger(__name__)
 

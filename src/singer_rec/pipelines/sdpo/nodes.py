@@ -13,10 +13,9 @@ import pandas as pd
 from singer_rec.params import rule
 from singer_rec.pipelines.baselines.nodes import METRIC_COLUMNS
 from singer_rec.pipelines.evaluate.nodes import evaluate_test
-from singer_rec.training.workdirs import run_fingerprint
 from singer_rec.training.launch import run_training
 from singer_rec.training.sdpo import SDPOSettings
-from singer_rec.training.workdirs import clean_finished_runs
+from singer_rec.training.workdirs import clean_finished_runs, run_fingerprint
 
 logger = logging.getLogger(__name__)
 
