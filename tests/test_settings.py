@@ -107,7 +107,7 @@ def test_cpu_budget_is_one_run_config_flag_with_nested_params():
                                       "max_valid_samples": 500, "valid_ranking_rows": 500, "num_threads": 1}
     assert params["rl"]["settings"] == {**industrial["rl"]["settings"], "learning_rate": 5.0e-5, "batch_size": 32,
                                         "micro_batch_size": 128, "max_steps": 100, "autocast": "auto",
-                                        "probe_prompts": 64, "checkpoint_every": 10}
+                                        "probe_prompts": 64, "checkpoint_every": 10, "valid_every": 25, "select": "last"}
     assert params["evaluate"] == {**industrial["evaluate"], "max_rows": None, "valid_max_rows": 500}
     assert params["prompts"]["sft_tasks"] == ["semantic", "sid_to_title", "title_to_sid", "description_to_sid"]
     assert params["prompts"]["rl_tasks"] == industrial["prompts"]["rl_tasks"]

@@ -19,6 +19,7 @@ COLUMNS = 4
 SFT_CURVES = {"train_loss": "train_loss", "valid_loss": "valid_loss", "valid_NDCG@10": "NDCG@10",
               "valid_HR@10": "HR@10"}
 RL_CURVES = {"mean_reward": "mean_reward", "hit_rate": "hit_rate", "kl": "kl"}
+RL_VALID_CURVES = {"valid_NDCG@10": "NDCG@10", "valid_HR@10": "HR@10"}
 
 
 def metric_histories(client, run_id: str) -> dict[str, list[tuple[int, float]]]:
@@ -48,9 +49,11 @@ def sft_curves(valid_curve: Sequence[Mapping[str, object]]) -> dict[str, list[tu
     return records_curves(valid_curve, SFT_CURVES)
 
 
-def rl_curves(history: Sequence[Mapping[str, object]]) -> dict[str, list[tuple[int, float]]]:
-    """Mean rollout reward, hit rate and KL at each step of an RL run."""
-    return records_curves(history, RL_CURVES)
+def rl_curves(history: Sequence[Mapping[str, object]],
+              valid_curve: Sequence[Mapping[str, object]] | None = None) -> dict[str, list[tuple[int, float]]]:
+    """Mean rollout reward, hit rate and KL at each step of an RL run; valid NDCG@10 and HR@10 at
+    each step it ranked valid (``valid_curve``, step 0 = the start model)."""
+    return records_curves(history, RL_CURVES) | records_curves(valid_curve or [], RL_VALID_CURVES)
 
 
 def curves_figure(curves: Mapping[str, Sequence[tuple[int, float]]], title: str = ""):

@@ -11,7 +11,8 @@ def _mean(values: Sequence[float]) -> float:
 
 def summary_report(result: Mapping[str, Any]) -> dict[str, float]:
     """Scalars of a training result: probe hit rate / mean reward / share of zero rewards before
-    and after, rollout statistics of the first and last 10% of steps, time."""
+    and after, rollout statistics of the first and last 10% of steps, time; with a valid curve, valid
+    NDCG@10 at the start, at the last step and at the selected step (``select: valid``)."""
     history = result["history"]
     window = max(1, len(history) // 10)
     report: dict[str, float] = {
@@ -28,6 +29,13 @@ def summary_report(result: Mapping[str, Any]) -> dict[str, float]:
     for key in ("mean_reward", "hit_rate", "hard_fraction", "guide_length", "kl", "entropy", "clip_fraction"):
         report[f"first_{key}"] = _mean([h[key] for h in history[:window]])
         report[f"last_{key}"] = _mean([h[key] for h in history[-window:]])
+    curve = result.get("valid_curve") or []
+    if curve:
+        report["valid_ndcg10_first"] = float(curve[0]["NDCG@10"])
+        report["valid_ndcg10_last"] = float(curve[-1]["NDCG@10"])
+        report["valid_ndcg10_best"] = max(float(p["NDCG@10"]) for p in curve)
+    if result.get("selected_step") is not None:
+        report["selected_step"] = float(result["selected_step"])
     return report
 
 

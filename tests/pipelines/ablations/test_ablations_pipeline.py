@@ -109,7 +109,7 @@ def test_one_namespace_per_variant_and_a_table_over_them():
     assert sorted(n.name for n in one.nodes) == [
         "grpo-acc.evaluate_test", "grpo-acc.plot_rl_reward_distribution", "grpo-acc.train_rl_model",
         "grpo-acc.variant_parameters"]
-    assert one.inputs() == {"sft_model", "rl_dataset", "items", "item_sids", "test_sequences", "params:rl",
+    assert one.inputs() == {"sft_model", "rl_dataset", "sft_dataset_valid", "items", "item_sids", "test_sequences", "params:rl",
                             "params:evaluate", "params:ablations", "params:prompts", "params:seed"}
     assert pipe.filter(node_namespaces=["align-none"]).inputs() >= {"sft-semantic.sft_model"}
     (table,) = [n for n in pipe.nodes if n.name == "build_ablation_table"]

@@ -41,6 +41,8 @@ def _catalog(tmp_path, settings, start_from="sft"):
     return DataCatalog({
         "sft_model": MemoryDataset(sft_path, copy_mode="assign"),
         "rl_dataset": MemoryDataset(pd.read_parquet(data_path)),
+        # the tiny world's semantic rows answer with SIDs: they serve as the valid ranking's rows
+        "sft_dataset_valid": MemoryDataset(pd.read_parquet(data_path)),
         "items": MemoryDataset(items),
         "item_sids": MemoryDataset(item_sids),
         "params:rl": MemoryDataset(params),
@@ -78,6 +80,35 @@ def test_rl_pipeline_trains_in_its_own_process_and_writes_model_report_and_plot(
     # finished: the checkpoints and input copies are gone, only the result stays in the run folder
     (run_dir,) = list((tmp_path / "rl_work").iterdir())
     assert sorted(p.name for p in run_dir.iterdir()) == ["result.json"]
+
+
+@pytest.mark.slow
+def test_rl_ranks_valid_in_its_process_and_keeps_the_best_step(tmp_path):
+    settings = {**TINY_SETTINGS, "valid_every": 1, "valid_ranking_rows": 8, "valid_num_beams": 10, "select": "valid"}
+    catalog = _catalog(tmp_path, settings)
+    SequentialRunner().run(create_pipeline(), catalog)
+    history = json.loads((tmp_path / "out" / "rl_history.json").read_text())
+    curve = history["valid_curve"]
+    assert [p["step"] for p in curve] == [0, 1, 2, 3]
+    ndcg = [p["NDCG@10"] for p in curve]
+    assert all(0.0 <= v <= 1.0 for v in ndcg) and {"HR@3", "HR@10", "NDCG@5"} <= set(curve[0])
+    assert history["selected_step"] == curve[ndcg.index(max(ndcg))]["step"]  # the first of equal bests
+    report = json.loads((tmp_path / "out" / "rl_report.json").read_text())
+    assert report["valid_ndcg10_best"] == max(ndcg) and report["valid_ndcg10_first"] == ndcg[0]
+    assert report["selected_step"] == history["selected_step"]
+    curves = rl_curves(history["history"], curve)
+    assert curves["valid_NDCG@10"] == [(p["step"], p["NDCG@10"]) for p in curve]
+    assert_png(tmp_path / "out" / "training_curves.png")
+    # the kept model ranks valid as the curve says of its step (same rows, same beams, same weights)
+    from singer_rec.training.sft import RankingValidation
+
+    model, tokenizer, meta = modeling.load_model_folder(catalog["rl_model"].load())
+    ranking = RankingValidation.build(tokenizer, meta["sid_map"], catalog["sft_dataset_valid"].load(), 8, 10, 256,
+                                      3, max(len(tokenizer), model.config.vocab_size))
+    from singer_rec.training import common
+
+    again = ranking.evaluate(model, common.Dist(), 8, None)
+    assert again["NDCG@10"] == pytest.approx(max(ndcg), abs=1e-6)
 
 
 @pytest.mark.slow

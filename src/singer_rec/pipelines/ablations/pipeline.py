@@ -59,7 +59,7 @@ def variant_pipeline(name: str, overrides: Any) -> Pipeline:
             Node(nodes.variant_parameters_node(name),
                  [start, "params:rl", "params:evaluate", "params:ablations", "params:seed"],
                  ["rl_params", "evaluate_params"], name="variant_parameters", tags=["ablations"]),
-            Node(train_rl_model, [start, "rl_dataset", "items", "item_sids", "rl_params", "params:prompts", "params:seed"],
+            Node(train_rl_model, [start, "rl_dataset", "sft_dataset_valid", "items", "item_sids", "rl_params", "params:prompts", "params:seed"],
                  ["rl_model", "rl_report", "rl_history"], name="train_rl_model", tags=["ablations", "rl", "train"]),
             Node(plot_reward_distribution, "rl_history", "rl_reward_plot", name="plot_rl_reward_distribution",
                  tags=["ablations", "rl"]),

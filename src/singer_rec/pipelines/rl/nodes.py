@@ -60,9 +60,14 @@ def check_rl_params(params: dict[str, Any], seed: int, num_items: int) -> rl.RLS
     return rl.validate_settings(settings, num_items=num_items)
 
 
-def train_rl_model(sft_model: Path, rl_dataset: pd.DataFrame, items: pd.DataFrame, item_sids: pd.DataFrame,
-                   params: dict[str, Any], prompts: dict[str, Any], seed: int) -> tuple[str, dict[str, Any], dict[str, Any]]:
-    """GRPO in a child process; returns (RL model folder, scalar report, per-step history + probe rewards).
+def train_rl_model(sft_model: Path, rl_dataset: pd.DataFrame, sft_dataset_valid: pd.DataFrame, items: pd.DataFrame,
+                   item_sids: pd.DataFrame, params: dict[str, Any], prompts: dict[str, Any],
+                   seed: int) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """GRPO in a child process; returns (RL model folder, scalar report, per-step history + probe rewards
+    + valid curve).
+
+    ``sft_dataset_valid``: the rows ranked every ``settings.valid_every`` steps (the same seeded
+    sample of SID-answer rows that selects the SFT model); ``settings.select: valid`` keeps the best.
 
     ``params.start_from``: ``sft`` starts from (and regularises towards) ``sft_model``; ``base`` is
     the RL-only variant: a fresh ``params.base_model`` preset with the catalog's SID tokens. A
@@ -74,14 +79,19 @@ def train_rl_model(sft_model: Path, rl_dataset: pd.DataFrame, items: pd.DataFram
     if config["start_from"] == "base":
         modeling.check_model_config(params["base_model"])
         config["base_model"] = params["base_model"]
-    run_dir = Path(params["work_dir"]) / run_fingerprint(
-        {**config, "sft_model": str(sft_model)}, {"rl_dataset": rl_dataset, "item_sids": item_sids})
+    frames = {"rl_dataset": rl_dataset, "item_sids": item_sids}
+    if settings.valid_every > 0:  # the valid rows shape the run only when they are ranked
+        frames["sft_dataset_valid"] = sft_dataset_valid
+    run_dir = Path(params["work_dir"]) / run_fingerprint({**config, "sft_model": str(sft_model)}, frames)
     if not params.get("resume", True):
         shutil.rmtree(run_dir, ignore_errors=True)
     clean_finished_runs(params["work_dir"], params.get("keep_finished_runs", 2), current=run_dir)
     (run_dir / "inputs").mkdir(parents=True, exist_ok=True)
     dataset_path = run_dir / "inputs" / "rl_dataset.parquet"
     rl_dataset.to_parquet(dataset_path, index=False)
+    valid_path = run_dir / "inputs" / "sft_dataset_valid.parquet"
+    if settings.valid_every > 0:
+        sft_dataset_valid.to_parquet(valid_path, index=False)
     start = Path(sft_model)
     if config["start_from"] == "base":
         start = run_dir / "base_model"
@@ -91,6 +101,7 @@ def train_rl_model(sft_model: Path, rl_dataset: pd.DataFrame, items: pd.DataFram
         "model_path": str(start.resolve()),
         "reference_path": str(start.resolve()),
         "dataset_path": str(dataset_path.resolve()),
+        "valid_path": str(valid_path.resolve()) if settings.valid_every > 0 else None,
         "output_path": str((run_dir / "model").resolve()),
         "checkpoint_dir": str((run_dir / "checkpoints").resolve()),
         "result_path": str((run_dir / "result.json").resolve()),
@@ -108,6 +119,7 @@ def train_rl_model(sft_model: Path, rl_dataset: pd.DataFrame, items: pd.DataFram
     shutil.rmtree(run_dir / "inputs", ignore_errors=True)
     return config["output_path"], summary_report(result), {
         "history": result["history"], "probe": result["probe"], "reward_variant": config["rl"]["reward"],
+        "valid_curve": result.get("valid_curve", []), "selected_step": result.get("selected_step"),
     }
 
 
@@ -117,5 +129,6 @@ def plot_reward_distribution(rl_history: dict[str, Any]):
 
 
 def plot_training_curves(rl_history: dict[str, Any]):
-    """Mean rollout reward, hit rate and KL at each optimiser step of the RL run."""
-    return curves_figure(rl_curves(rl_history["history"]), title="RL: per step")
+    """Mean rollout reward, hit rate and KL at each optimiser step of the RL run, and valid HR/NDCG@10
+    at each ranked step when the run ranked valid."""
+    return curves_figure(rl_curves(rl_history["history"], rl_history.get("valid_curve")), title="RL: per step")

@@ -8,7 +8,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 nodes.train_rl_model,
-                ["sft_model", "rl_dataset", "items", "item_sids", "params:rl", "params:prompts", "params:seed"],
+                ["sft_model", "rl_dataset", "sft_dataset_valid", "items", "item_sids", "params:rl", "params:prompts", "params:seed"],
                 ["rl_model", "rl_report", "rl_history"],
                 name="train_rl_model",
                 # `train`: the MLflow hook opens a child run; the training process logs per-step metrics into it

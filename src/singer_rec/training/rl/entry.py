@@ -21,7 +21,8 @@ def run(config: Mapping[str, Any]) -> dict[str, Any]:
     """Train from files. Config keys: ``model_path`` (the policy's start: SFT model, or a base model
     folder for the RL-only variant), ``reference_path`` (frozen KL reference; default model_path),
     ``dataset_path`` (rl_dataset parquet), ``output_path`` (the RL model folder to write),
-    ``checkpoint_dir``, ``result_path`` (json summary), ``device`` (auto|cpu|cuda), ``rl`` (settings)."""
+    ``checkpoint_dir``, ``result_path`` (json summary), ``device`` (auto|cpu|cuda), ``rl`` (settings),
+    ``valid_path`` (sft_dataset_valid parquet: the valid ranking when ``rl.valid_every`` > 0)."""
     import pandas as pd
 
     from singer_rec.modeling import load_model_folder, save_model_folder
@@ -47,9 +48,10 @@ def run(config: Mapping[str, Any]) -> dict[str, Any]:
         if dist.is_main:
             tracking.log_params({"rl.prompts": len(examples), "rl.items": len(sid_dict.sequences)})
         checkpoint_dir = Path(config["checkpoint_dir"]) if config.get("checkpoint_dir") else None
+        validation = valid_ranking(config, settings, tokenizer, meta, policy.config.vocab_size)
         started = time.perf_counter()
         result = train_grpo(policy, reference, tokenizer, examples, sid_dict, title_dict, settings, checkpoint_dir,
-                            dist=dist, keep_checkpoints=int(config.get("keep_checkpoints", 2)))
+                            dist=dist, keep_checkpoints=int(config.get("keep_checkpoints", 2)), validation=validation)
         result["wall_seconds"] = time.perf_counter() - started
         result["prompts"] = len(examples)
         if dist.is_main:
@@ -63,6 +65,30 @@ def run(config: Mapping[str, Any]) -> dict[str, Any]:
         return result
     finally:
         common.close_distributed(dist)
+
+
+def valid_ranking(config: Mapping[str, Any], settings: RLSettings, tokenizer, meta: Mapping[str, Any], vocab_size: int):
+    """The valid ranking of ``config["valid_path"]`` (SFT's seeded sample of SID-answer rows), or None when off."""
+    import pandas as pd
+
+    from singer_rec.training.sft import RankingValidation
+
+    if settings.valid_every == 0:
+        return None
+    path = config.get("valid_path")
+    if not path:
+        raise ValueError("rl valid_every > 0 needs valid rows: the training config has no valid_path (sft_dataset_valid)")
+    frame = pd.read_parquet(path)
+    missing = [c for c in ("prompt", "answer") if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing} for the RL valid ranking")
+    max_length = int((meta.get("train") or {}).get("max_length") or 256)  # the SFT model's prompt budget
+    ranking = RankingValidation.build(tokenizer, meta["sid_map"], frame, settings.valid_ranking_rows,
+                                      settings.valid_num_beams, max_length, settings.seed,
+                                      max(len(tokenizer), vocab_size))
+    if ranking is None:
+        raise ValueError(f"{path}: no valid row answers with an item's SID: nothing for the RL valid ranking to rank")
+    return ranking
 
 
 def main(argv: Sequence[str] | None = None) -> None:

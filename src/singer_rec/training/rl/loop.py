@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,83 @@ from singer_rec.training.rl.timing import PhaseTimer
 from singer_rec.training.rl.update import policy_update
 
 logger = logging.getLogger(__name__)
+
+class ValidSelection:
+    """The RL run's valid curve (HR/NDCG@K of a ``RankingValidation`` at chosen steps) and, with
+    ``select: valid``, the weights of its best NDCG@10, kept in memory and in ``checkpoint_dir/best_valid``
+    so that a resumed run selects among every point of the curve."""
+
+    def __init__(self, validation, settings: RLSettings, checkpoint_dir: Path | None, dist: common.Dist):
+        self.validation, self.settings, self.dist = validation, settings, dist
+        self.best_file = None if checkpoint_dir is None else Path(checkpoint_dir) / "best_valid" / "model.safetensors"
+        self.curve: list[dict[str, float]] = []
+        self.best_step: int | None = None
+        self.best_weights: dict[str, torch.Tensor] | None = None
+
+    def due(self, step: int, total_steps: int) -> bool:
+        every = self.settings.valid_every
+        return self.validation is not None and every > 0 and (step % every == 0 or step == total_steps)
+
+    def evaluate(self, policy, step: int, train_seconds: float) -> None:
+        if self.validation is None or self.settings.valid_every == 0:
+            return
+        started = time.perf_counter()
+        ranked = self.validation.evaluate(policy, self.dist, self.settings.rollout_batch_size, None)
+        policy.eval()  # the ranking leaves the model in train mode; rollouts run without dropout
+        point = {"step": step, "train_seconds": round(train_seconds, 3),
+                 "valid_seconds": round(time.perf_counter() - started, 3), **ranked}
+        self.curve.append(point)
+        better = self.best_step is None or ranked["NDCG@10"] > self._best_ndcg()
+        if better:
+            self.best_step = step
+            if self.settings.select == "valid":
+                module = getattr(policy, "module", policy)
+                self.best_weights = {k: v.detach().clone() for k, v in module.state_dict().items()}
+                self._write_best(module)
+        if self.dist.is_main:
+            logger.info("RL step %d: valid HR@10 %.4f, NDCG@10 %.4f%s", step, ranked["HR@10"], ranked["NDCG@10"],
+                        " (best)" if better else "")
+            tracking.log_metrics({f"rl.valid_{k.replace('@', '_at_')}": v for k, v in ranked.items()}, step=step)
+
+    def _best_ndcg(self) -> float:
+        return next(p["NDCG@10"] for p in self.curve if p["step"] == self.best_step)
+
+    def _write_best(self, module) -> None:
+        if self.best_file is None or not self.dist.is_main:
+            return
+        from safetensors.torch import save_model
+
+        self.best_file.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.best_file.with_suffix(".partial")
+        save_model(module, str(partial))
+        os.replace(partial, self.best_file)  # a checkpoint never names a half-written best
+
+    def state(self) -> dict[str, Any]:
+        return {"valid_curve": self.curve, "selected_step": self.best_step if self.settings.select == "valid" else None}
+
+    def restore(self, trainer_state: Mapping[str, Any]) -> None:
+        self.curve = list(trainer_state.get("valid_curve") or [])
+        if self.curve:
+            best = max(self.curve, key=lambda p: p["NDCG@10"])  # max keeps the first of equal points
+            self.best_step = best["step"]
+        if self.settings.select == "valid" and self.best_step is not None and (
+                self.best_file is None or not self.best_file.is_file()):
+            raise FileNotFoundError(f"resuming RL with select: valid: the best valid weights (step {self.best_step}) "
+                                    f"are missing from {self.best_file}")
+
+    def load_selected(self, policy, total_steps: int) -> None:
+        if self.settings.select != "valid" or self.best_step is None or self.best_step == total_steps:
+            return
+        module = getattr(policy, "module", policy)
+        if self.best_weights is not None:
+            module.load_state_dict(self.best_weights)
+        else:  # resumed: the best was written before the interruption
+            from safetensors.torch import load_model
+
+            load_model(module, str(self.best_file), device=str(next(module.parameters()).device))
+        logger.info("RL: the model of step %d is kept (best valid NDCG@10 %.4f of %d points)",
+                    self.best_step, self._best_ndcg(), len(self.curve))
+
 
 def epoch_order(num_examples: int, epoch: int, seed: int) -> list[int]:
     generator = torch.Generator().manual_seed(seed + 1000 * epoch)
@@ -37,8 +115,14 @@ def train_grpo(
     progress: bool = True,
     dist: common.Dist | None = None,
     keep_checkpoints: int = 2,
+    validation=None,
 ) -> dict[str, Any]:
-    """The RL loop on in-memory models; returns the per-step history and before/after probe rewards."""
+    """The RL loop on in-memory models; returns the per-step history and before/after probe rewards.
+
+    ``validation`` (a ``training.sft.RankingValidation``) ranks valid before step 1, every
+    ``settings.valid_every`` steps and after the last; with ``settings.select == "valid"`` the policy
+    ends with the weights of the best valid NDCG@10 among those points (step 0: the start model).
+    """
     from tqdm.auto import tqdm
 
     dist = dist or common.Dist()
@@ -67,13 +151,17 @@ def train_grpo(
     start_step = 0
     before = None
     history: list[dict[str, float]] = []
+    valid = ValidSelection(validation, settings, checkpoint_dir, dist)
     if checkpoint_dir is not None and (found := common.latest_checkpoint(checkpoint_dir)) is not None:
         restored = common.load_checkpoint(found, policy, optimizer, scheduler)
         start_step, before, history = restored["step"], restored["trainer"]["probe_before"], restored["trainer"]["history"]
+        valid.restore(restored["trainer"])
         logger.info("resumed RL from %s (step %d of %d)", found, start_step, total_steps)
     if before is None:
         rewards_before, hit_before = probe_rewards()
         before = {"rewards": rewards_before, "hit_rate": hit_before}
+    if start_step == 0:
+        valid.evaluate(policy, 0, 0.0)
 
     bar = tqdm(total=total_steps, initial=start_step, desc="rl", disable=not progress or rank != 0)
     for step in range(start_step + 1, total_steps + 1):
@@ -114,17 +202,22 @@ def train_grpo(
                 bar.update(1)
                 bar.set_postfix(hit=f"{record['hit_rate']:.2f}", hard=f"{record['hard_fraction']:.2f}",
                                 r=f"{record['mean_reward']:.2f}")
+        if valid.due(step, total_steps):
+            valid.evaluate(policy, step, sum(r["seconds_per_step"] for r in history))
         if checkpoint_dir is not None and settings.checkpoint_every and step % settings.checkpoint_every == 0 and step < total_steps and rank == 0:
             with timer("checkpoint"):
                 common.save_checkpoint(checkpoint_dir, step, policy, optimizer, scheduler,
-                                       {"probe_before": before, "history": history}, keep=keep_checkpoints)
+                                       {"probe_before": before, "history": history, **valid.state()},
+                                       keep=keep_checkpoints)
         # measured after the record was logged: kept in the history only (a checkpoint holds the step before it)
         history[-1].update({f"time_{name}": timer.seconds[name] for name in ("logging", "checkpoint") if name in timer.seconds})
         dist.barrier()
     bar.close()
+    valid.load_selected(policy, total_steps)
     rewards_after, hit_after = probe_rewards()
     return {
         "history": history,
+        **valid.state(),
         "total_steps": total_steps,
         "start_step": start_step,
         "resumed_history": start_step > 0,

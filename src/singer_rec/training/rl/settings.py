@@ -12,6 +12,7 @@ from singer_rec.rl.rewards import check_decay, check_title_reward, check_variant
 from singer_rec.training import common
 
 SAMPLING_VARIANTS = ("common", "dynamic", "beam", "beam+prefix")
+SELECT_RULES = ("last", "valid")
 ALIGNMENT_VARIANTS = ("none", "sft", "rl", "full")
 # alignment variants whose RL stage keeps the alignment tasks (paper Fig. 4a)
 RL_ALIGNMENT = {"none": False, "sft": False, "rl": True, "full": True}
@@ -53,6 +54,10 @@ class RLSettings:
     dynamic_oversample: float = 1.5    # "dynamic" sampling: draw 1.5 k, keep distinct
     probe_prompts: int = 64            # fixed prompts whose rollout rewards are measured before/after RL
     checkpoint_every: int = 0          # optimiser steps between checkpoints (0 = only at the end)
+    valid_every: int = 0               # steps between valid rankings (before step 1 and at the end too); 0 = none
+    valid_ranking_rows: int | None = 500  # seeded sample of sft_dataset_valid's SID-answer rows (null: all)
+    valid_num_beams: int = 20
+    select: str = "last"               # last | valid: the RL model is the best valid NDCG@10 (step 0 = the start model)
     seed: int = 42
 
     @classmethod
@@ -93,6 +98,16 @@ def validate_settings(settings: RLSettings, num_items: int | None = None) -> RLS
         raise ValueError(f"rl epsilon must be in (0, 1), got {settings.epsilon}")
     if settings.beta < 0:
         raise ValueError(f"rl beta must be >= 0, got {settings.beta}")
+    if settings.select not in SELECT_RULES:
+        raise ValueError(f"unknown rl select {settings.select!r}; expected one of {list(SELECT_RULES)}")
+    if settings.valid_every < 0:
+        raise ValueError(f"rl valid_every must be >= 0 (0 = no valid ranking), got {settings.valid_every}")
+    if settings.select == "valid" and settings.valid_every == 0:
+        raise ValueError("rl select: valid needs valid_every >= 1 (the steps at which valid is ranked)")
+    if settings.valid_ranking_rows is not None and settings.valid_ranking_rows < 1:
+        raise ValueError(f"rl valid_ranking_rows must be >= 1 or null, got {settings.valid_ranking_rows}")
+    if settings.valid_num_beams < 10:
+        raise ValueError(f"rl valid_num_beams must be >= 10 (NDCG@10 needs ten ranked items), got {settings.valid_num_beams}")
     if settings.dynamic_oversample < 1:
         raise ValueError(f"rl dynamic_oversample must be >= 1, got {settings.dynamic_oversample}")
     return settings
