@@ -221,7 +221,8 @@ def check_sids_against_catalog(item_sids: pd.DataFrame, frames: Mapping[str, pd.
     return sid_map
 
 
-def _read_table(path: str, columns: list[str]) -> pd.DataFrame:
+def read_table(path: str, columns: list[str]) -> pd.DataFrame:
+    """A parquet file that must hold ``columns`` (the error names the file and the missing ones)."""
     frame = pd.read_parquet(path)
     missing = [c for c in columns if c not in frame.columns]
     if missing:
@@ -337,10 +338,10 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
     dist = common.init_distributed(cfg["device"])
     common.seed_everything(cfg["seed"])
 
-    train_df = _capped(_read_table(cfg["train_path"], ["task", "prompt", "answer"]), cfg["max_train_samples"], cfg["seed"])
-    valid_df = _capped(_read_table(cfg["valid_path"], ["task", "prompt", "answer"]), cfg["max_valid_samples"], cfg["seed"])
-    items = _read_table(cfg["items_path"], ["item_id", "title"])
-    item_sids = _read_table(cfg["item_sids_path"], ["item_id", "sid"])
+    train_df = _capped(read_table(cfg["train_path"], ["task", "prompt", "answer"]), cfg["max_train_samples"], cfg["seed"])
+    valid_df = _capped(read_table(cfg["valid_path"], ["task", "prompt", "answer"]), cfg["max_valid_samples"], cfg["seed"])
+    items = read_table(cfg["items_path"], ["item_id", "title"])
+    item_sids = read_table(cfg["item_sids_path"], ["item_id", "sid"])
     sid_map = check_sids_against_catalog(item_sids, {"sft_dataset_train": train_df, "sft_dataset_valid": valid_df})
     if len(train_df) == 0:
         raise ValueError(f"{cfg['train_path']}: no training rows")

@@ -79,8 +79,9 @@ def train_rl_model(sft_model: Path, rl_dataset: pd.DataFrame, sft_dataset_valid:
     if config["start_from"] == "base":
         modeling.check_model_config(params["base_model"])
         config["base_model"] = params["base_model"]
+    ranks_valid = settings.valid_every > 0  # the valid rows shape the run only when they are ranked
     frames = {"rl_dataset": rl_dataset, "item_sids": item_sids}
-    if settings.valid_every > 0:  # the valid rows shape the run only when they are ranked
+    if ranks_valid:
         frames["sft_dataset_valid"] = sft_dataset_valid
     run_dir = Path(params["work_dir"]) / run_fingerprint({**config, "sft_model": str(sft_model)}, frames)
     if not params.get("resume", True):
@@ -90,7 +91,7 @@ def train_rl_model(sft_model: Path, rl_dataset: pd.DataFrame, sft_dataset_valid:
     dataset_path = run_dir / "inputs" / "rl_dataset.parquet"
     rl_dataset.to_parquet(dataset_path, index=False)
     valid_path = run_dir / "inputs" / "sft_dataset_valid.parquet"
-    if settings.valid_every > 0:
+    if ranks_valid:
         sft_dataset_valid.to_parquet(valid_path, index=False)
     start = Path(sft_model)
     if config["start_from"] == "base":
@@ -101,7 +102,7 @@ def train_rl_model(sft_model: Path, rl_dataset: pd.DataFrame, sft_dataset_valid:
         "model_path": str(start.resolve()),
         "reference_path": str(start.resolve()),
         "dataset_path": str(dataset_path.resolve()),
-        "valid_path": str(valid_path.resolve()) if settings.valid_every > 0 else None,
+        "valid_path": str(valid_path.resolve()) if ranks_valid else None,
         "output_path": str((run_dir / "model").resolve()),
         "checkpoint_dir": str((run_dir / "checkpoints").resolve()),
         "result_path": str((run_dir / "result.json").resolve()),

@@ -69,20 +69,16 @@ def run(config: Mapping[str, Any]) -> dict[str, Any]:
 
 def valid_ranking(config: Mapping[str, Any], settings: RLSettings, tokenizer, meta: Mapping[str, Any], vocab_size: int):
     """The valid ranking of ``config["valid_path"]`` (SFT's seeded sample of SID-answer rows), or None when off."""
-    import pandas as pd
-
-    from singer_rec.training.sft import RankingValidation
+    from singer_rec.training.sft import RankingValidation, SFTSettings, read_table
 
     if settings.valid_every == 0:
         return None
     path = config.get("valid_path")
     if not path:
         raise ValueError("rl valid_every > 0 needs valid rows: the training config has no valid_path (sft_dataset_valid)")
-    frame = pd.read_parquet(path)
-    missing = [c for c in ("prompt", "answer") if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {missing} for the RL valid ranking")
-    max_length = int((meta.get("train") or {}).get("max_length") or 256)  # the SFT model's prompt budget
+    frame = read_table(path, ["prompt", "answer"])
+    # the SFT model's prompt budget (a base model folder has none: SFT's default)
+    max_length = int((meta.get("train") or {}).get("max_length") or SFTSettings.max_length)
     ranking = RankingValidation.build(tokenizer, meta["sid_map"], frame, settings.valid_ranking_rows,
                                       settings.valid_num_beams, max_length, settings.seed,
                                       max(len(tokenizer), vocab_size))

@@ -30,8 +30,16 @@ class ValidSelection:
         self.validation, self.settings, self.dist = validation, settings, dist
         self.best_file = None if checkpoint_dir is None else Path(checkpoint_dir) / "best_valid" / "model.safetensors"
         self.curve: list[dict[str, float]] = []
-        self.best_step: int | None = None
         self.best_weights: dict[str, torch.Tensor] | None = None
+
+    @property
+    def best_point(self) -> dict[str, float] | None:
+        """The curve's best NDCG@10 (max keeps the first of equal points: a tie keeps the earlier step)."""
+        return max(self.curve, key=lambda p: p["NDCG@10"]) if self.curve else None
+
+    @property
+    def best_step(self) -> int | None:
+        return None if self.best_point is None else self.best_point["step"]
 
     def due(self, step: int, total_steps: int) -> bool:
         every = self.settings.valid_every
@@ -46,9 +54,8 @@ class ValidSelection:
         point = {"step": step, "train_seconds": round(train_seconds, 3),
                  "valid_seconds": round(time.perf_counter() - started, 3), **ranked}
         self.curve.append(point)
-        better = self.best_step is None or ranked["NDCG@10"] > self._best_ndcg()
+        better = self.best_point is point
         if better:
-            self.best_step = step
             if self.settings.select == "valid":
                 module = getattr(policy, "module", policy)
                 self.best_weights = {k: v.detach().clone() for k, v in module.state_dict().items()}
@@ -57,9 +64,6 @@ class ValidSelection:
             logger.info("RL step %d: valid HR@10 %.4f, NDCG@10 %.4f%s", step, ranked["HR@10"], ranked["NDCG@10"],
                         " (best)" if better else "")
             tracking.log_metrics({f"rl.valid_{k.replace('@', '_at_')}": v for k, v in ranked.items()}, step=step)
-
-    def _best_ndcg(self) -> float:
-        return next(p["NDCG@10"] for p in self.curve if p["step"] == self.best_step)
 
     def _write_best(self, module) -> None:
         if self.best_file is None or not self.dist.is_main:
@@ -76,9 +80,6 @@ class ValidSelection:
 
     def restore(self, trainer_state: Mapping[str, Any]) -> None:
         self.curve = list(trainer_state.get("valid_curve") or [])
-        if self.curve:
-            best = max(self.curve, key=lambda p: p["NDCG@10"])  # max keeps the first of equal points
-            self.best_step = best["step"]
         if self.settings.select == "valid" and self.best_step is not None and (
                 self.best_file is None or not self.best_file.is_file()):
             raise FileNotFoundError(f"resuming RL with select: valid: the best valid weights (step {self.best_step}) "
@@ -95,7 +96,7 @@ class ValidSelection:
 
             load_model(module, str(self.best_file), device=str(next(module.parameters()).device))
         logger.info("RL: the model of step %d is kept (best valid NDCG@10 %.4f of %d points)",
-                    self.best_step, self._best_ndcg(), len(self.curve))
+                    self.best_step, self.best_point["NDCG@10"], len(self.curve))
 
 
 def epoch_order(num_examples: int, epoch: int, seed: int) -> list[int]:
