@@ -80,8 +80,9 @@ def test_ablations_write_one_table_with_every_variant(tmp_path, monkeypatch):
     assert sft_calls == [(["semantic"], ["semantic"], str(tmp_path / "work" / "sft-semantic"), 1)]
     table = pd.read_csv(tmp_path / "out" / "ablations.csv")
     assert table["variant"].tolist() == list(DEFINITIONS)
-    assert table[["alignment", "sampling", "reward"]].values.tolist() == [
-        ["sft", "-", "-"], ["full", "beam+prefix", "full"], ["full", "beam", "acc"], ["none", "beam+prefix", "full"]]
+    assert table[["alignment", "sampling", "reward", "title_reward", "guide_depth"]].values.tolist() == [
+        ["sft", "-", "-", "-", "-"], ["full", "beam+prefix", "full", "acc-rank", "schedule"],
+        ["full", "beam", "acc", "acc-rank", "schedule"], ["none", "beam+prefix", "full", "acc-rank", "schedule"]]
     assert table["n"].tolist() == [8, 8, 8, 8] and table["rl_steps"].tolist() == [0, 2, 2, 2]
     assert table["run"].tolist() == [True] * 4
     # the sft-only row is exactly the evaluate stage's metrics of the SFT model
@@ -96,7 +97,7 @@ def test_ablations_write_one_table_with_every_variant(tmp_path, monkeypatch):
     assert unseen["trained_on"] == str(sft_path)  # found inside the (versioned-like) root
     assert {m: unseen[m] for m in direct if m != "n"} == pytest.approx({m: direct[m] for m in direct if m != "n"})
     markdown = (tmp_path / "out" / "ablations.md").read_text()
-    assert markdown.startswith("| variant | alignment | sampling | reward | HR@3 |")
+    assert markdown.startswith("| variant | alignment | sampling | reward | title_reward | guide_depth | HR@3 |")
     assert len(markdown.strip().splitlines()) == 2 + 4
 
 
@@ -124,14 +125,14 @@ def test_the_table_names_variants_not_run_yet(tmp_path):
         **{"sft-only.test_metrics": {**{m: 0.5 for m in ablation_nodes.METRICS}, "n": 4}})
     assert table["run"].tolist() == [True, False, False, False]
     assert table["n"].tolist() == [4, 0, 0, 0] and table.loc[1:, "HR@10"].isna().all()
-    assert "| singer | full | beam+prefix | full | nan |" in markdown
+    assert "| singer | full | beam+prefix | full | acc-rank | schedule | nan |" in markdown
 
 
 def test_the_project_pipeline_has_a_namespace_per_conf_definition():
     from singer_rec.pipelines.ablations.pipeline import conf_definitions
 
     definitions = conf_definitions(PROJECT_ROOT / "conf")
-    assert list(definitions)[:4] == ["sft-only", "singer", "grpo-acc", "minionerec"] and len(definitions) == 13
+    assert list(definitions)[:4] == ["sft-only", "singer", "grpo-acc", "minionerec"] and len(definitions) == 15
     namespaces = {n.namespace for n in create_pipeline(definitions).nodes if n.namespace}
     assert namespaces == {*definitions, "sft-semantic"}
 
@@ -174,5 +175,8 @@ def test_project_ablation_conf_resolves_and_is_mlflow_safe():
     resolved = variant_settings(list(ablations["definitions"]), ablations["definitions"], params["rl"], params["seed"], 10_000)
     assert set(resolved) == set(ablations["definitions"]) and resolved["sft-only"] is None
     assert resolved["acc-rank"]["reward"] == "acc+rank" and resolved["align-rl"]["alignment"] == "rl"
+    # the two variants the paper does not have: the paper's rule against this project's default each
+    assert (resolved["singer"]["title_reward"], resolved["title-acc-rank"]["title_reward"]) == ("prefix-share", "acc-rank")
+    assert (resolved["singer"]["guide_depth"], resolved["guide-items"]["guide_depth"]) == ("schedule", "items")
     for key in flatten(params["ablations"], "ablations") | flatten(params["rl"], "rl") | flatten(params["unseen_domain"], "unseen_domain"):
         assert re.fullmatch(r"[\w\-. :/]+", key), key

@@ -13,6 +13,7 @@ from singer_rec import modeling
 from singer_rec.pipelines.evaluate.nodes import evaluate_test, markdown_table
 from singer_rec.pipelines.rl.nodes import check_rl_params
 from singer_rec.training.rl import retarget_model_folder
+from singer_rec.training.rl.settings import RLSettings
 
 logger = logging.getLogger(__name__)
 
@@ -87,9 +88,11 @@ def variant_row(name: str, overrides: Any, metrics: dict | None, report: dict | 
     report = report or {}
     return {
         "variant": name,
-        "alignment": "sft" if settings is None else settings.get("alignment", "full"),
-        "sampling": "-" if settings is None else settings.get("sampling", "beam+prefix"),
-        "reward": "-" if settings is None else settings.get("reward", "full"),
+        "alignment": "sft" if settings is None else settings.get("alignment", RLSettings.alignment),
+        "sampling": "-" if settings is None else settings.get("sampling", RLSettings.sampling),
+        "reward": "-" if settings is None else settings.get("reward", RLSettings.reward),
+        "title_reward": "-" if settings is None else settings.get("title_reward", RLSettings.title_reward),
+        "guide_depth": "-" if settings is None else settings.get("guide_depth", RLSettings.guide_depth),
         **{m: float(metrics[m]) if metrics else float("nan") for m in METRICS},
         "n": int(metrics["n"]) if metrics else 0,
         "rl_steps": int(report.get("steps", 0)),
