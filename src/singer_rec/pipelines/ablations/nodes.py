@@ -18,7 +18,9 @@ from singer_rec.training.rl.settings import RLSettings
 logger = logging.getLogger(__name__)
 
 METRICS = ["HR@3", "NDCG@3", "HR@5", "NDCG@5", "HR@10", "NDCG@10"]
-SFT_ONLY = "sft-only"  # a variant without RL: the SFT model itself
+SFT_ONLY = "sft-only"
+# the rl settings a row names (a key the settings leave out reads as RLSettings' default)
+SETTING_COLUMNS = ("alignment", "sampling", "reward", "title_reward", "guide_depth")  # a variant without RL: the SFT model itself
 # alignment variants whose SFT stage had no alignment tasks: they start from the semantic-only SFT model
 SEMANTIC_SFT_ALIGNMENTS = ("none", "rl")
 
@@ -84,15 +86,15 @@ def semantic_sft_params(sft: dict[str, Any], ablations: dict[str, Any]) -> dict[
 def variant_row(name: str, overrides: Any, metrics: dict | None, report: dict | None,
                 rl_settings: dict[str, Any]) -> dict[str, Any]:
     """One row of the ablation table (metrics NaN and ``run`` False for a variant not run yet)."""
-    settings = None if is_sft_only(overrides) else {**rl_settings, **overrides}
+    if is_sft_only(overrides):
+        described = {key: "-" for key in SETTING_COLUMNS} | {"alignment": "sft"}
+    else:
+        settings = {**rl_settings, **overrides}
+        described = {key: settings.get(key, getattr(RLSettings, key)) for key in SETTING_COLUMNS}
     report = report or {}
     return {
         "variant": name,
-        "alignment": "sft" if settings is None else settings.get("alignment", RLSettings.alignment),
-        "sampling": "-" if settings is None else settings.get("sampling", RLSettings.sampling),
-        "reward": "-" if settings is None else settings.get("reward", RLSettings.reward),
-        "title_reward": "-" if settings is None else settings.get("title_reward", RLSettings.title_reward),
-        "guide_depth": "-" if settings is None else settings.get("guide_depth", RLSettings.guide_depth),
+        **described,
         **{m: float(metrics[m]) if metrics else float("nan") for m in METRICS},
         "n": int(metrics["n"]) if metrics else 0,
         "rl_steps": int(report.get("steps", 0)),
