@@ -76,6 +76,19 @@ def test_tiny_run_loss_falls_and_saves_a_loadable_model(tmp_path):
     assert result["best_metric"] == pytest.approx(best["NDCG@10"])
 
 
+def test_valid_ranking_with_no_sid_answer_is_none_or_an_error_naming_file_and_need(tokenizer):
+    """No valid row answers with an item's SID: None where ranking is optional, else a clear error."""
+    rows = pd.DataFrame({"prompt": ["What is <a_1><b_0>?"], "answer": ["Widget deluxe"]})
+    sid_map = {"item-1": "<a_0><b_1>"}
+    args = (tokenizer, sid_map, rows, None, 4, 64, 0, len(tokenizer))
+    assert sft.RankingValidation.build(*args) is None
+    with pytest.raises(ValueError, match=r"^valid\.parquet: no valid row answers with an item's SID: nothing to rank$"):
+        sft.RankingValidation.build(*args, needed_for="nothing to rank", source="valid.parquet")
+    ranking = sft.RankingValidation.build(tokenizer, sid_map, rows.assign(answer=["<a_0><b_1>"]), None, 4, 64, 0,
+                                          len(tokenizer), needed_for="nothing to rank")
+    assert ranking.targets == [0] and ranking.num_beams == 1
+
+
 def test_valid_ranking_equals_exhaustive_scoring_of_every_item(tmp_path):
     """The selection metric: beam search (beam >= items) ranks like scoring all 16 items one by one."""
     from singer_rec.metrics import ranking_metrics

@@ -199,9 +199,8 @@ def train(cfg: Mapping[str, Any]) -> dict[str, Any]:
                          f"{len(prefs.answers)} of the model's sid_map")
     ranking = RankingValidation.build(tokenizer, meta["sid_map"], pd.read_parquet(process["valid_path"]),
                                       settings.valid_ranking_rows, settings.valid_num_beams, settings.max_length,
-                                      settings.seed, max(len(tokenizer), policy.config.vocab_size))
-    if ranking is None:
-        raise ValueError(f"{process['valid_path']}: no valid row answers with an item's SID: nothing to select on")
+                                      settings.seed, max(len(tokenizer), policy.config.vocab_size),
+                                      needed_for="nothing to select on", source=str(process["valid_path"]))
 
     steps_per_epoch = math.ceil(len(prefs.prompts) / settings.batch_size)
     total_steps = steps_per_epoch * settings.epochs

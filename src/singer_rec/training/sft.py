@@ -284,7 +284,10 @@ class RankingValidation:
 
     @classmethod
     def build(cls, tokenizer, sid_map: Mapping[str, str], valid_df: pd.DataFrame, rows: int | None, num_beams: int,
-              max_length: int, seed: int, vocab_size: int) -> RankingValidation | None:
+              max_length: int, seed: int, vocab_size: int, needed_for: str | None = None,
+              source: str = "valid rows") -> RankingValidation | None:
+        """``None`` when no row of ``valid_df`` answers with an item's SID, unless ``needed_for`` names what
+        needs the ranking: then a ``ValueError`` naming ``source`` (the rows' file) and that need."""
         from singer_rec.sid_format import sid_tokens
 
         sids = sorted(set(sid_map.values()))
@@ -293,6 +296,8 @@ class RankingValidation:
         frame = valid_df[valid_df["answer"].isin(position)]
         frame = _capped(frame, rows, seed)
         if len(frame) == 0:
+            if needed_for is not None:
+                raise ValueError(f"{source}: no valid row answers with an item's SID: {needed_for}")
             return None
         depth = max(len(x) for x in sequences)
         prompts = [tokenizer.encode(render_for_model(p), add_special_tokens=False)[-(max_length - depth - 1):]
@@ -403,12 +408,12 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
             common.save_checkpoint(ckpt_dir, step, model, optimizer, scheduler, state, keep=int(cfg["keep_checkpoints"]))
         dist.barrier()
 
-    ranking = RankingValidation.build(tokenizer, sid_map, valid_df, cfg["valid_ranking_rows"], int(cfg["valid_num_beams"]),
-                                      int(cfg["max_length"]), int(cfg["seed"]), max(len(tokenizer), model.config.vocab_size))
     select = cfg["select_metric"]
-    if select != "loss" and ranking is None:
-        raise ValueError(f"{cfg['valid_path']}: no valid row answers with an item's SID, so select_metric={select!r} "
-                         "cannot rank; use select_metric: loss or add semantic rows to sft_dataset_valid")
+    ranking = RankingValidation.build(
+        tokenizer, sid_map, valid_df, cfg["valid_ranking_rows"], int(cfg["valid_num_beams"]), int(cfg["max_length"]),
+        int(cfg["seed"]), max(len(tokenizer), model.config.vocab_size), source=str(cfg["valid_path"]),
+        needed_for=None if select == "loss" else
+        f"select_metric={select!r} cannot rank; use select_metric: loss or add semantic rows to sft_dataset_valid")
 
     def evaluate_and_select(at_step: int) -> None:
         """Valid loss and ranking at ``at_step``; keeps the best model by ``select_metric``; early stopping."""

@@ -79,12 +79,9 @@ def valid_ranking(config: Mapping[str, Any], settings: RLSettings, tokenizer, me
     frame = read_table(path, ["prompt", "answer"])
     # the SFT model's prompt budget (a base model folder has none: SFT's default)
     max_length = int((meta.get("train") or {}).get("max_length") or SFTSettings.max_length)
-    ranking = RankingValidation.build(tokenizer, meta["sid_map"], frame, settings.valid_ranking_rows,
-                                      settings.valid_num_beams, max_length, settings.seed,
-                                      max(len(tokenizer), vocab_size))
-    if ranking is None:
-        raise ValueError(f"{path}: no valid row answers with an item's SID: nothing for the RL valid ranking to rank")
-    return ranking
+    return RankingValidation.build(tokenizer, meta["sid_map"], frame, settings.valid_ranking_rows,
+                                   settings.valid_num_beams, max_length, settings.seed, max(len(tokenizer), vocab_size),
+                                   needed_for="nothing for the RL valid ranking to rank", source=str(path))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
