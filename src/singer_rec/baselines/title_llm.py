@@ -104,7 +104,7 @@ def expand_entries(entries: Sequence[int], scores: Sequence[float], items_of: Se
 @torch.inference_mode()
 def constrained_rankings(model, prompt_ids: Sequence[Sequence[int]], dictionary: TitleDictionary, num_beams: int,
                          pad_token_id: int, length_penalty: float = 0.0, item_bonus: np.ndarray | None = None,
-                         batch_size: int = 16) -> tuple[list[list[int]], list[list[float]]]:
+                         batch_size: int = 16, progress: bool = False) -> tuple[list[list[int]], list[list[float]]]:
     """Per prompt: item indices (best first) and scores from beam search over ``dictionary``'s trie.
 
     A beam's score is its summed log-prob (full-vocabulary softmax); finished beams are then ranked
@@ -112,7 +112,7 @@ def constrained_rankings(model, prompt_ids: Sequence[Sequence[int]], dictionary:
     item]`` when given (``[rows, items]``). Equal scores keep the beam order.
     """
     result = decoding.beam_search(model, prompt_ids, dictionary.trie, num_beams=min(num_beams, dictionary.trie.num_items),
-                                  batch_size=batch_size, pad_token_id=pad_token_id)
+                                  batch_size=batch_size, pad_token_id=pad_token_id, progress=progress)
     rankings, all_scores = [], []
     for row, (entries, scores) in enumerate(zip(result.items, result.scores)):
         normalised = [s / len(dictionary.sequences[e]) ** length_penalty for e, s in zip(entries, scores)]
@@ -127,13 +127,15 @@ def constrained_rankings(model, prompt_ids: Sequence[Sequence[int]], dictionary:
 
 @torch.inference_mode()
 def generate_titles(model, tokenizer, prompt_ids: Sequence[Sequence[int]], num_beams: int, max_new_tokens: int,
-                    batch_size: int = 16) -> list[str]:
+                    batch_size: int = 16, progress: bool = False) -> list[str]:
     """BIGRec's generation step: the best beam of free (unconstrained) beam search per prompt, as text."""
+    from tqdm.auto import tqdm
+
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id
     texts: list[str] = [""] * len(prompt_ids)
     order = sorted(range(len(prompt_ids)), key=lambda i: -len(prompt_ids[i]))  # similar lengths pad less
-    for start in range(0, len(order), batch_size):
+    for start in tqdm(range(0, len(order), batch_size), desc="generating titles", unit="batch", disable=not progress):
         batch = order[start:start + batch_size]
         width = max(len(prompt_ids[i]) for i in batch)
         ids = torch.full((len(batch), width), pad, dtype=torch.long)

@@ -140,7 +140,8 @@ def evaluate_bigrec(model_folder, test_rows: pd.DataFrame, items: pd.DataFrame, 
         titles = _titles(items, item_sids)
         dictionary = title_llm.TitleDictionary.build(tokenizer, titles, max(len(tokenizer), model.config.vocab_size))
         generated = title_llm.generate_titles(model, tokenizer, _prompts(tokenizer, test_rows, dictionary, sft, config),
-                                              config.num_beams, config.max_new_tokens, config.decode_batch_size)
+                                              config.num_beams, config.max_new_tokens, config.decode_batch_size,
+                                              progress=True)
         prior = title_llm.popularity_prior(dictionary.item_ids, train_sequences["target"])
         scores = ground_texts(generated, encode(list(titles.values())), encode, prior=prior, gamma=config.gamma)
     exact = float(np.mean([g == titles[str(t)] for g, t in zip(generated, test_rows["target"])]))
@@ -158,7 +159,7 @@ def _constrained(model_folder, test_rows, items, item_sids, sft, params, train_r
         rankings, _ = title_llm.constrained_rankings(
             model, _prompts(tokenizer, test_rows, dictionary, sft, config), dictionary, num_beams or config.num_beams,
             tokenizer.pad_token_id, length_penalty=length_penalty, item_bonus=item_bonus,
-            batch_size=config.decode_batch_size)
+            batch_size=config.decode_batch_size, progress=True)
     return _metrics(title_llm.ranked_metrics(rankings, _targets(test_rows, dictionary)), started, train_report)
 
 
