@@ -88,6 +88,31 @@ def test_items_sharing_a_title_share_its_place_and_the_bonus_reorders_them(token
     assert boosted[ranking.index(12)] == pytest.approx(scores[ranking.index(4)] + 0.5, abs=1e-6)
 
 
+def test_one_search_ranks_every_assistant_weight_and_valid_picks_the_best(tokenizer):
+    model = _random_model(tokenizer, seed=2)
+    dictionary = title_llm.TitleDictionary.build(tokenizer, TITLES, len(tokenizer), ghost_free=True)
+    prompts = title_llm.prompt_token_ids(tokenizer, ["nothing", "amber kettle", "x y z"], 256, dictionary.longest)
+    targets = [3, 7, 11]
+    # a planted assistant: certain of each row's target
+    log_probs = np.full((3, NUM_ITEMS), np.log(1e-3))
+    log_probs[range(3), targets] = np.log(1 - 1e-3 * (NUM_ITEMS - 1))
+    search = title_llm.constrained_search(model, prompts, dictionary, NUM_ITEMS, tokenizer.pad_token_id)
+    for alpha in (0.0, 0.5, 3.0):  # reranking one search = searching with the bonus (it only reorders)
+        bonus = alpha * log_probs if alpha else None
+        assert (title_llm.rank_beams(search, dictionary, 0.0, bonus)
+                == title_llm.constrained_rankings(model, prompts, dictionary, NUM_ITEMS, tokenizer.pad_token_id,
+                                                  item_bonus=bonus))
+    best, values = title_llm.select_assistant_weight(search, dictionary, targets, log_probs, [3.0, 0.0, 100.0])
+    llm_alone = title_llm.ranked_metrics(title_llm.rank_beams(search, dictionary)[0], targets)["NDCG@10"]
+    assert list(values) == [0.0, 3.0, 100.0] and values[0.0] == llm_alone
+    assert values[100.0] == 1.0 and values[0.0] < 1.0  # the planted assistant puts every target first
+    assert best == min(a for a, v in values.items() if v == 1.0)  # ties: the smallest weight
+    uniform = np.zeros((3, NUM_ITEMS))  # an assistant with no opinion: every weight ties, the smallest wins
+    assert title_llm.select_assistant_weight(search, dictionary, targets, uniform, [1.0, 0.25])[0] == 0.25
+    with pytest.raises(ValueError, match="grid is empty"):
+        title_llm.select_assistant_weight(search, dictionary, targets, uniform, [])
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A tiny model trained for a few hundred steps on title history -> next title (rule 3i + 1 mod 12)."""

@@ -102,17 +102,22 @@ def expand_entries(entries: Sequence[int], scores: Sequence[float], items_of: Se
 
 
 @torch.inference_mode()
-def constrained_rankings(model, prompt_ids: Sequence[Sequence[int]], dictionary: TitleDictionary, num_beams: int,
-                         pad_token_id: int, length_penalty: float = 0.0, item_bonus: np.ndarray | None = None,
-                         batch_size: int = 16, progress: bool = False) -> tuple[list[list[int]], list[list[float]]]:
-    """Per prompt: item indices (best first) and scores from beam search over ``dictionary``'s trie.
+def constrained_search(model, prompt_ids: Sequence[Sequence[int]], dictionary: TitleDictionary, num_beams: int,
+                       pad_token_id: int, batch_size: int = 16, progress: bool = False):
+    """Beam search over ``dictionary``'s trie: per prompt, the found entries and their summed log-probs
+    (full-vocabulary softmax), best first (``decoding.beam_search``'s result)."""
+    return decoding.beam_search(model, prompt_ids, dictionary.trie, num_beams=min(num_beams, dictionary.trie.num_items),
+                                batch_size=batch_size, pad_token_id=pad_token_id, progress=progress)
 
-    A beam's score is its summed log-prob (full-vocabulary softmax); finished beams are then ranked
-    by ``score / len(title tokens) ** length_penalty`` (0: no normalisation) plus ``item_bonus[row,
-    item]`` when given (``[rows, items]``). Equal scores keep the beam order.
+
+def rank_beams(result, dictionary: TitleDictionary, length_penalty: float = 0.0, item_bonus: np.ndarray | None = None
+               ) -> tuple[list[list[int]], list[list[float]]]:
+    """Per prompt: item indices (best first) and scores from a ``constrained_search`` result.
+
+    Finished beams are ranked by ``score / len(title tokens) ** length_penalty`` (0: no
+    normalisation) plus ``item_bonus[row, item]`` when given (``[rows, items]``). Equal scores keep
+    the beam order. The bonus only reorders what the search found, so one search serves every bonus.
     """
-    result = decoding.beam_search(model, prompt_ids, dictionary.trie, num_beams=min(num_beams, dictionary.trie.num_items),
-                                  batch_size=batch_size, pad_token_id=pad_token_id, progress=progress)
     rankings, all_scores = [], []
     for row, (entries, scores) in enumerate(zip(result.items, result.scores)):
         normalised = [s / len(dictionary.sequences[e]) ** length_penalty for e, s in zip(entries, scores)]
@@ -123,6 +128,29 @@ def constrained_rankings(model, prompt_ids: Sequence[Sequence[int]], dictionary:
         rankings.append([items[j] for j in order])
         all_scores.append([item_scores[j] for j in order])
     return rankings, all_scores
+
+
+def constrained_rankings(model, prompt_ids: Sequence[Sequence[int]], dictionary: TitleDictionary, num_beams: int,
+                         pad_token_id: int, length_penalty: float = 0.0, item_bonus: np.ndarray | None = None,
+                         batch_size: int = 16, progress: bool = False) -> tuple[list[list[int]], list[list[float]]]:
+    """``constrained_search`` then ``rank_beams``: item indices (best first) and scores per prompt."""
+    result = constrained_search(model, prompt_ids, dictionary, num_beams, pad_token_id, batch_size, progress)
+    return rank_beams(result, dictionary, length_penalty, item_bonus)
+
+
+def select_assistant_weight(result, dictionary: TitleDictionary, targets: Sequence[int], log_probs: np.ndarray,
+                            alphas: Sequence[float], metric: str = "NDCG@10") -> tuple[float, dict[float, float]]:
+    """D3's assistant weight chosen on held-out rows: ``metric`` of the D3 ranking (no length
+    normalisation, bonus ``alpha * log_probs``) for each ``alpha`` of the grid, from one search
+    ``result`` over those rows. Returns the best alpha (ties: the smallest) and every alpha's value."""
+    if not alphas:
+        raise ValueError("select_assistant_weight: the alpha grid is empty")
+    values = {}
+    for alpha in sorted(float(a) for a in alphas):
+        rankings, _ = rank_beams(result, dictionary, 0.0, alpha * log_probs if alpha else None)
+        values[alpha] = float(ranked_metrics(rankings, targets)[metric])
+    best = max(values, key=lambda a: (values[a], -a))
+    return best, values
 
 
 @torch.inference_mode()
@@ -171,21 +199,24 @@ def popularity_prior(item_ids: Sequence[str], train_targets: Sequence[str]) -> n
     return counts
 
 
-def assistant_log_probs(name: str, item_ids: Sequence[str], train, valid, test, config, model_config: Mapping,
-                        max_history: int, batch_size: int = 1024) -> np.ndarray:
+def assistant_log_probs(name: str, item_ids: Sequence[str], train, valid, scored: Mapping[str, object], config,
+                        model_config: Mapping, max_history: int, batch_size: int = 1024) -> dict[str, np.ndarray]:
     """D3's text-free assistant: a classic sequential model (``baselines.models``, e.g. SASRec) trained
-    and selected on valid like the baselines; returns its item log-probs ``[test rows, items]``
-    (full softmax over the catalogue, catalogue order)."""
+    and selected on valid like the baselines; returns, for each table of ``scored`` (``{name: sequences}``),
+    its item log-probs ``[rows, items]`` (full softmax over the catalogue, catalogue order)."""
     from singer_rec.baselines.sequences import ItemIndex, encode_sequences
     from singer_rec.baselines.training import train_with_grid
 
     index = ItemIndex(list(item_ids))
-    data = {split: encode_sequences(table, index, max_history, name=f"{split}_sequences")
-            for split, table in (("train", train), ("valid", valid), ("test", test))}
-    fit = train_with_grid(name, index.num_items, data["train"], data["valid"], config,
+    fit = train_with_grid(name, index.num_items, encode_sequences(train, index, max_history, name="train_sequences"),
+                          encode_sequences(valid, index, max_history, name="valid_sequences"), config,
                           {"max_len": max_history, **model_config})
     fit.model.eval()
-    with torch.no_grad():
-        parts = [torch.log_softmax(fit.model.score_all(data["test"].histories[start:start + batch_size]), dim=-1)
-                 for start in range(0, len(data["test"]), batch_size)]
-    return torch.cat(parts).numpy().astype(np.float64)
+    result = {}
+    for table_name, table in scored.items():
+        histories = encode_sequences(table, index, max_history, name=table_name).histories
+        with torch.no_grad():
+            parts = [torch.log_softmax(fit.model.score_all(histories[start:start + batch_size]), dim=-1)
+                     for start in range(0, len(histories), batch_size)]
+        result[table_name] = torch.cat(parts).numpy().astype(np.float64)
+    return result

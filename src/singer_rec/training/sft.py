@@ -230,7 +230,8 @@ def read_table(path: str, columns: list[str]) -> pd.DataFrame:
     return frame
 
 
-def _capped(frame: pd.DataFrame, cap: int | None, seed: int) -> pd.DataFrame:
+def seeded_sample(frame: pd.DataFrame, cap: int | None, seed: int) -> pd.DataFrame:
+    """At most ``cap`` rows of ``frame`` (all when ``cap`` is None), a seeded sample kept in file order."""
     if cap is None or len(frame) <= cap:
         return frame.reset_index(drop=True)
     order = np.random.default_rng(seed).permutation(len(frame))[:cap]
@@ -294,7 +295,7 @@ class RankingValidation:
         sequences = [modeling.sid_token_ids(tokenizer, sid_tokens(sid)) for sid in sids]
         position = {sid: i for i, sid in enumerate(sids)}
         frame = valid_df[valid_df["answer"].isin(position)]
-        frame = _capped(frame, rows, seed)
+        frame = seeded_sample(frame, rows, seed)
         if len(frame) == 0:
             if needed_for is not None:
                 raise ValueError(f"{source}: no valid row answers with an item's SID: {needed_for}")
@@ -343,8 +344,8 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
     dist = common.init_distributed(cfg["device"])
     common.seed_everything(cfg["seed"])
 
-    train_df = _capped(read_table(cfg["train_path"], ["task", "prompt", "answer"]), cfg["max_train_samples"], cfg["seed"])
-    valid_df = _capped(read_table(cfg["valid_path"], ["task", "prompt", "answer"]), cfg["max_valid_samples"], cfg["seed"])
+    train_df = seeded_sample(read_table(cfg["train_path"], ["task", "prompt", "answer"]), cfg["max_train_samples"], cfg["seed"])
+    valid_df = seeded_sample(read_table(cfg["valid_path"], ["task", "prompt", "answer"]), cfg["max_valid_samples"], cfg["seed"])
     items = read_table(cfg["items_path"], ["item_id", "title"])
     item_sids = read_table(cfg["item_sids_path"], ["item_id", "sid"])
     sid_map = check_sids_against_catalog(item_sids, {"sft_dataset_train": train_df, "sft_dataset_valid": valid_df})

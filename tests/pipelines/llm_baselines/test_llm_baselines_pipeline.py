@@ -37,9 +37,10 @@ def _catalog(tmp_path) -> DataCatalog:
 
     catalog = DataCatalog.from_config({name: move(entry) for name, entry in conf.items()})
     items, item_sids, train, valid, test = title_world(num_users=40)
-    # the llm_baselines block: the project's conf with the run folder moved and the assistant switched on
+    # the llm_baselines block: the project's conf with the run folder moved and the assistant's weight chosen on valid
     params = {**yaml.safe_load((PROJECT_ROOT / "conf/base/parameters_llm_baselines.yml").read_text())["llm_baselines"],
-              "work_dir": str(tmp_path / "bigrec_work"), "alpha": 0.5, "max_new_tokens": 12}
+              "work_dir": str(tmp_path / "bigrec_work"), "alphas": [0.5, 0.0, 2.0], "valid_rows": 25,
+              "max_new_tokens": 12}
     params["train"] = {**params["train"], "epochs": 1}
     for name, value in {"items": items, "item_sids": item_sids, "train_sequences": train, "valid_sequences": valid,
                         "test_sequences": test, "params:prompts": {"history_length": 2}, "params:llm_baselines": params,
@@ -58,7 +59,11 @@ def test_pipeline_trains_the_title_model_and_writes_one_entry_per_method(tmp_pat
         assert set(METRIC_COLUMNS) | {"n", "wall_time_s"} <= set(metrics), method
         assert metrics["n"] == 40 and metrics["wall_time_s"] >= metrics["train_s"] > 0, method
         assert 0 <= metrics["NDCG@10"] <= metrics["HR@10"] <= 1, method
-    assert written["D3"]["assistant_s"] > 0  # alpha > 0: the SASRec assistant was trained and mixed in
+    d3 = written["D3"]
+    assert d3["assistant_s"] > 0 and d3["alpha_select_s"] > 0  # the SASRec assistant was trained, alpha chosen
+    by_alpha = d3["valid_NDCG@10_by_alpha"]
+    assert list(by_alpha) == ["0.0", "0.5", "2.0"]  # the grid, ascending
+    assert d3["alpha"] == max(sorted(map(float, by_alpha)), key=lambda a: by_alpha[str(a)])  # the best on valid
     from singer_rec.pipelines.report.nodes import method_table  # the report reads it as {method: metrics}
 
     assert method_table(written, "llm_baseline_metrics")["method"].tolist() == list(written)
@@ -75,3 +80,9 @@ def test_project_conf_is_a_valid_parameter_block():
         from_params(LLMBaselinesParams, {**conf, "train": {"lr": 1e-3}}, "llm_baselines")
     with pytest.raises(ValueError, match="llm_baselines.num_beams"):
         from_params(LLMBaselinesParams, {**conf, "num_beams": 5}, "llm_baselines")
+    with pytest.raises(ValueError, match="llm_baselines.alphas"):
+        from_params(LLMBaselinesParams, {**conf, "alphas": [0.0, -1.0]}, "llm_baselines")
+    with pytest.raises(ValueError, match="llm_baselines.assistant is null"):
+        from_params(LLMBaselinesParams, {**conf, "alphas": [0.0, 1.0], "assistant": None}, "llm_baselines")
+    assert not config.uses_assistant and from_params(LLMBaselinesParams, {**conf, "alphas": [0.0]},
+                                                     "llm_baselines").uses_assistant

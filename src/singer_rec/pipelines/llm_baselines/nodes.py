@@ -17,6 +17,7 @@ from singer_rec.params import from_params, rule
 from singer_rec.pipelines.baselines.nodes import METRIC_COLUMNS
 from singer_rec.prompts import PAPER_TEMPLATES, PromptBuilder
 from singer_rec.training import common
+from singer_rec.training.sft import seeded_sample
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,8 @@ class LLMBaselinesParams:
     length_penalty: float = 1.0                                 # title-constrained BIGRec
     assistant: str | None = field(default="sasrec", metadata=rule(choices=("gru4rec", "caser", "sasrec", "hstu")))
     alpha: float = field(default=0.0, metadata=rule(ge=0))      # D3's assistant weight (0: LLM only)
+    alphas: list[float] | None = None                           # D3: a grid; alpha is then chosen on valid
+    valid_rows: int = field(default=500, metadata=rule(ge=1))    # valid rows that choose alpha (seeded sample)
     assistant_beams: int = field(default=50, metadata=rule(ge=10))  # D3 with the assistant: beams it reorders
     num_threads: int | None = field(default=1, metadata=rule(ge=1))
 
@@ -44,6 +47,16 @@ class LLMBaselinesParams:
         from singer_rec.training.sft import SFTSettings
 
         SFTSettings.from_dict(self.train, f"{where}.train")  # the overrides: known sft.train keys, in range
+        if self.alphas is not None:
+            if not self.alphas or any(not isinstance(a, (int, float)) or a < 0 for a in self.alphas):
+                raise ValueError(f"{where}.alphas must be a non-empty list of numbers >= 0 (or null), got {self.alphas!r}")
+            if self.assistant is None:
+                raise ValueError(f"{where}.alphas chooses the assistant's weight, but {where}.assistant is null")
+
+    @property
+    def uses_assistant(self) -> bool:
+        """D3 mixes in the assistant: a fixed ``alpha`` > 0 or a grid to choose it from."""
+        return self.assistant is not None and (self.alphas is not None or self.alpha > 0)
 
 
 def _config(params: dict[str, Any]) -> LLMBaselinesParams:
@@ -81,13 +94,16 @@ def decodable_sequences(sequences: pd.DataFrame, items: pd.DataFrame, item_sids:
 def build_title_rows(items: pd.DataFrame, item_sids: pd.DataFrame, train_sequences: pd.DataFrame,
                      valid_sequences: pd.DataFrame, test_sequences: pd.DataFrame, prompts: dict[str, Any],
                      params: dict[str, Any], seed: int):
-    """BIGRec's task (title history -> next title) over train, valid and the decodable test rows."""
-    _config(params)  # a bad block stops the run before training
+    """BIGRec's task (title history -> next title) over train, valid and the decodable test rows, and
+    over a seeded sample of ``valid_rows`` decodable valid rows (the rows that choose D3's alpha)."""
+    config = _config(params)  # a bad block stops the run before training
     test = decodable_sequences(test_sequences, items, item_sids)
+    valid_ranked = seeded_sample(decodable_sequences(valid_sequences, items, item_sids), config.valid_rows, seed)
     rows = [_rows(items, item_sids, table, name, prompts, seed) for table, name in
-            ((train_sequences, "train_sequences"), (valid_sequences, "valid_sequences"), (test, "test_sequences"))]
-    logger.info("title rows: %d train, %d valid, %d test", *map(len, rows))
-    return (*rows, test)
+            ((train_sequences, "train_sequences"), (valid_sequences, "valid_sequences"), (test, "test_sequences"),
+             (valid_ranked, "valid_sequences"))]
+    logger.info("title rows: %d train, %d valid, %d test, %d valid to rank", *map(len, rows))
+    return (*rows[:3], test, rows[3], valid_ranked)
 
 
 def train_title_model(train_rows: pd.DataFrame, valid_rows: pd.DataFrame, items: pd.DataFrame,
@@ -170,33 +186,66 @@ def evaluate_bigrec_constrained(model_folder, test_rows, items, item_sids, sft, 
 
 
 def train_assistant(items: pd.DataFrame, train_sequences: pd.DataFrame, valid_sequences: pd.DataFrame,
-                    test_decodable: pd.DataFrame, baselines: dict[str, Any], params: dict[str, Any], seed: int):
+                    test_decodable: pd.DataFrame, valid_ranked: pd.DataFrame, baselines: dict[str, Any],
+                    params: dict[str, Any], seed: int):
     """D3's text-free assistant (``llm_baselines.assistant``, trained as in the baselines stage): its item
-    log-probs for the test rows with its training time, or ``{}`` (Kedro saves no None) when ``alpha`` is 0."""
+    log-probs for the test rows (and, with an ``alphas`` grid, the valid rows that choose alpha) with its
+    training time, or ``{}`` (Kedro saves no None) when D3 does not use it."""
     from singer_rec.baselines.training import TrainConfig
 
     config = _config(params)
-    if config.assistant is None or config.alpha == 0:
+    if not config.uses_assistant:
         return {}
     started = time.perf_counter()
     block = baselines.get(config.assistant) or {}
     training = TrainConfig(**{**baselines["training"], **block.get("training", {}), "seed": seed})
+    scored = {"test_sequences": test_decodable}
+    if config.alphas is not None:
+        scored["valid_sequences (ranked)"] = valid_ranked
     with common.torch_threads(config.num_threads):
         log_probs = title_llm.assistant_log_probs(config.assistant, items["item_id"].astype(str).tolist(),
-                                                  train_sequences, valid_sequences, test_decodable, training,
+                                                  train_sequences, valid_sequences, scored, training,
                                                   block.get("model", {}), int(baselines["max_history"]))
-    return {"log_probs": log_probs, "train_s": round(time.perf_counter() - started, 2)}
+    return {"log_probs": log_probs["test_sequences"], "valid_log_probs": log_probs.get("valid_sequences (ranked)"),
+            "train_s": round(time.perf_counter() - started, 2)}
 
 
-def evaluate_d3(model_folder, test_rows, items, item_sids, sft, params, train_report, assistant):
-    """D3: summed log-probs without length normalisation, ghost tokens left out, optional assistant."""
+def _choose_alpha(model_folder, valid_rows, items, item_sids, sft, config: LLMBaselinesParams, assistant,
+                  beams: int) -> tuple[float, dict[float, float]]:
+    """D3's alpha: the grid point with the best NDCG@10 on the valid rows, from one search over them."""
+    with common.torch_threads(config.num_threads):
+        model, tokenizer, _ = modeling.load_model_folder(model_folder)
+        dictionary = title_llm.TitleDictionary.build(tokenizer, _titles(items, item_sids),
+                                                     max(len(tokenizer), model.config.vocab_size), ghost_free=True)
+        result = title_llm.constrained_search(model, _prompts(tokenizer, valid_rows, dictionary, sft, config), dictionary,
+                                              beams, tokenizer.pad_token_id, batch_size=config.decode_batch_size,
+                                              progress=True)
+    alpha, values = title_llm.select_assistant_weight(result, dictionary, _targets(valid_rows, dictionary),
+                                                      assistant["valid_log_probs"], config.alphas)
+    logger.info("D3: valid NDCG@10 by alpha (%d rows) %s -> alpha %g", len(valid_rows),
+                {a: round(v, 4) for a, v in values.items()}, alpha)
+    return alpha, values
+
+
+def evaluate_d3(model_folder, test_rows, items, item_sids, sft, params, train_report, assistant, valid_rows):
+    """D3: summed log-probs without length normalisation, ghost tokens left out, optional assistant
+    (weight ``alpha``, or the best of ``alphas`` on valid NDCG@10)."""
     config = _config(params)
-    bonus = config.alpha * assistant["log_probs"] if assistant else None
     # the assistant only reorders what the search found: search wider so that it can lift an item into the top K
     beams = max(config.num_beams, config.assistant_beams) if assistant else config.num_beams
+    started = time.perf_counter()
+    alpha, by_alpha = config.alpha, None
+    if assistant and config.alphas is not None:
+        alpha, by_alpha = _choose_alpha(model_folder, valid_rows, items, item_sids, sft, config, assistant, beams)
+    select_s = time.perf_counter() - started
+    bonus = alpha * assistant["log_probs"] if assistant and alpha > 0 else None
     metrics = _constrained(model_folder, test_rows, items, item_sids, sft, params, train_report, True, 0.0, bonus, beams)
+    metrics["alpha"] = alpha
+    if by_alpha is not None:
+        metrics["valid_NDCG@10_by_alpha"] = {str(a): round(v, 6) for a, v in by_alpha.items()}
+        metrics["alpha_select_s"] = round(select_s, 2)
     if assistant:
-        metrics["wall_time_s"] = round(metrics["wall_time_s"] + assistant["train_s"], 2)
+        metrics["wall_time_s"] = round(metrics["wall_time_s"] + assistant["train_s"] + select_s, 2)
         metrics["assistant_s"] = assistant["train_s"]
     return metrics
 
