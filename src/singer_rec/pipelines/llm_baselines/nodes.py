@@ -165,13 +165,19 @@ def evaluate_bigrec(model_folder, test_rows: pd.DataFrame, items: pd.DataFrame, 
     return _metrics(title_llm.grounded_metrics(scores, _targets(test_rows, dictionary)), started, train_report)
 
 
+def _title_model(model_folder, items, item_sids, ghost_free: bool):
+    """The title model, its tokenizer and the catalogue's title dictionary (D3's ghost-free trie or the full one)."""
+    model, tokenizer, _ = modeling.load_model_folder(model_folder)
+    dictionary = title_llm.TitleDictionary.build(tokenizer, _titles(items, item_sids),
+                                                 max(len(tokenizer), model.config.vocab_size), ghost_free=ghost_free)
+    return model, tokenizer, dictionary
+
+
 def _constrained(model_folder, test_rows, items, item_sids, sft, params, train_report, ghost_free: bool,
                  length_penalty: float, item_bonus=None, num_beams: int | None = None) -> dict[str, float]:
     config, started = _config(params), time.perf_counter()
     with common.torch_threads(config.num_threads):
-        model, tokenizer, _ = modeling.load_model_folder(model_folder)
-        dictionary = title_llm.TitleDictionary.build(tokenizer, _titles(items, item_sids),
-                                                     max(len(tokenizer), model.config.vocab_size), ghost_free=ghost_free)
+        model, tokenizer, dictionary = _title_model(model_folder, items, item_sids, ghost_free)
         rankings, _ = title_llm.constrained_rankings(
             model, _prompts(tokenizer, test_rows, dictionary, sft, config), dictionary, num_beams or config.num_beams,
             tokenizer.pad_token_id, length_penalty=length_penalty, item_bonus=item_bonus,
@@ -214,9 +220,7 @@ def _choose_alpha(model_folder, valid_rows, items, item_sids, sft, config: LLMBa
                   beams: int) -> tuple[float, dict[float, float]]:
     """D3's alpha: the grid point with the best NDCG@10 on the valid rows, from one search over them."""
     with common.torch_threads(config.num_threads):
-        model, tokenizer, _ = modeling.load_model_folder(model_folder)
-        dictionary = title_llm.TitleDictionary.build(tokenizer, _titles(items, item_sids),
-                                                     max(len(tokenizer), model.config.vocab_size), ghost_free=True)
+        model, tokenizer, dictionary = _title_model(model_folder, items, item_sids, ghost_free=True)
         result = title_llm.constrained_search(model, _prompts(tokenizer, valid_rows, dictionary, sft, config), dictionary,
                                               beams, tokenizer.pad_token_id, batch_size=config.decode_batch_size,
                                               progress=True)
