@@ -152,6 +152,7 @@ def test_every_environment_passes_parameter_validation(env):
     ({"rl": {"settings": {"num_generations": 1}}}, r"rl\.settings: rl num_generations \(k\) must be >= 2"),
     ({"rl": {"settings": {"lr": 1e-5}}}, r"unknown parameter\(s\) \['rl\.settings\.lr'\]; allowed keys of rl\.settings: \["),
     ({"rl": {"start_from": "scratch"}}, r"rl\.start_from 'scratch'; allowed: \['sft', 'base'\]"),
+    ({"rl": {"settings": {"num_threads": 0}}}, r"rl\.settings\.num_threads must be >= 1, got 0"),
     ({"baselines": {"training": {"los": "ce"}}}, r"unknown parameter\(s\) \['baselines\.training\.los'\]"),
     ({"baselines": {"sasrec": {"model": {"layers": 2}}}}, r"\['baselines\.sasrec\.model\.layers'\]; allowed keys of baselines\.sasrec\.model: \["),
     ({"baselines": {"caser": {"training": {"positions": "first"}}}}, r"baselines\.caser\.training: positions must be 'all' or 'last'"),

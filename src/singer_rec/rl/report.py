@@ -21,6 +21,8 @@ def summary_report(result: Mapping[str, Any]) -> dict[str, float]:
         "wall_seconds": float(result.get("wall_seconds", 0.0)),
         "seconds_per_step": _mean([h["seconds_per_step"] for h in history]),
     }
+    if result.get("torch_threads"):
+        report["torch_threads"] = float(result["torch_threads"])
     for when in ("before", "after"):
         probe = result["probe"][when]
         report[f"probe_hit_rate_{when}"] = float(probe["hit_rate"])

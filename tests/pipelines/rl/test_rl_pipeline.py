@@ -112,9 +112,12 @@ def test_rl_ranks_valid_in_its_process_and_keeps_the_best_step(tmp_path):
 
 
 @pytest.mark.slow
-def test_rl_only_variant_starts_from_a_base_model(tmp_path):
-    catalog = _catalog(tmp_path, {**TINY_SETTINGS, "max_steps": 1, "alignment": "none"}, start_from="base")
+def test_rl_only_variant_starts_from_a_base_model_with_the_threads_it_is_given(tmp_path):
+    settings = {**TINY_SETTINGS, "max_steps": 1, "alignment": "none", "num_threads": 3}
+    catalog = _catalog(tmp_path, settings, start_from="base")
     SequentialRunner().run(create_pipeline(), catalog)
+    report = json.loads((tmp_path / "out" / "rl_report.json").read_text())
+    assert report["torch_threads"] == 3.0  # rl.settings.num_threads reaches the training process
     _, _, meta = modeling.load_model_folder(catalog["rl_model"].load())
     assert "base_model" in meta["rl"]["started_from"]
     assert meta["train"]["note"].startswith("RL-only")

@@ -9,6 +9,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from singer_rec import tracking
 from singer_rec.training import common
 from singer_rec.training.rl.examples import build_dictionaries, build_examples
@@ -28,6 +30,8 @@ def run(config: Mapping[str, Any]) -> dict[str, Any]:
     from singer_rec.modeling import load_model_folder, save_model_folder
 
     settings = RLSettings.from_dict(config.get("rl"))
+    if settings.num_threads:
+        torch.set_num_threads(settings.num_threads)
     dist = common.init_distributed(config.get("device", "auto"))
     try:
         common.seed_everything(settings.seed)
@@ -54,6 +58,7 @@ def run(config: Mapping[str, Any]) -> dict[str, Any]:
                             dist=dist, keep_checkpoints=int(config.get("keep_checkpoints", 2)), validation=validation)
         result["wall_seconds"] = time.perf_counter() - started
         result["prompts"] = len(examples)
+        result["torch_threads"] = torch.get_num_threads()
         if dist.is_main:
             meta = dict(meta)
             meta["rl"] = {"settings": asdict(settings), "steps": result["total_steps"], "prompts": len(examples),

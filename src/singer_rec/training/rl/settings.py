@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from singer_rec.params import rule
 from singer_rec.rl.curriculum import GUIDE_DEPTHS
 from singer_rec.rl.rewards import check_decay, check_title_reward, check_variant
 from singer_rec.training import common
@@ -59,6 +60,7 @@ class RLSettings:
     valid_num_beams: int = 20
     select: str = "last"               # last | valid: the RL model is the best valid NDCG@10 (step 0 = the start model)
     seed: int = 42
+    num_threads: int | None = field(default=None, metadata=rule(ge=1))  # torch threads in the RL process (null: torch default)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any] | None, where: str = "rl.settings") -> RLSettings:
