@@ -173,11 +173,12 @@ def _title_model(model_folder, items, item_sids, ghost_free: bool):
     return model, tokenizer, dictionary
 
 
-def _constrained(model_folder, test_rows, items, item_sids, sft, params, train_report, ghost_free: bool,
+def _constrained(title_model, test_rows, sft, config: LLMBaselinesParams, train_report,
                  length_penalty: float, item_bonus=None, num_beams: int | None = None) -> dict[str, float]:
-    config, started = _config(params), time.perf_counter()
+    """Metrics of a constrained search over the title dictionary; ``title_model`` is ``_title_model``'s triple."""
+    model, tokenizer, dictionary = title_model
+    started = time.perf_counter()
     with common.torch_threads(config.num_threads):
-        model, tokenizer, dictionary = _title_model(model_folder, items, item_sids, ghost_free)
         rankings, _ = title_llm.constrained_rankings(
             model, _prompts(tokenizer, test_rows, dictionary, sft, config), dictionary, num_beams or config.num_beams,
             tokenizer.pad_token_id, length_penalty=length_penalty, item_bonus=item_bonus,
@@ -187,8 +188,9 @@ def _constrained(model_folder, test_rows, items, item_sids, sft, params, train_r
 
 def evaluate_bigrec_constrained(model_folder, test_rows, items, item_sids, sft, params, train_report):
     """BIGRec's model decoded over the title dictionary, Hugging Face's length normalisation."""
-    return _constrained(model_folder, test_rows, items, item_sids, sft, params, train_report, False,
-                        _config(params).length_penalty)
+    config = _config(params)
+    title_model = _title_model(model_folder, items, item_sids, ghost_free=False)
+    return _constrained(title_model, test_rows, sft, config, train_report, config.length_penalty)
 
 
 def train_assistant(items: pd.DataFrame, train_sequences: pd.DataFrame, valid_sequences: pd.DataFrame,
@@ -216,11 +218,11 @@ def train_assistant(items: pd.DataFrame, train_sequences: pd.DataFrame, valid_se
             "train_s": round(time.perf_counter() - started, 2)}
 
 
-def _choose_alpha(model_folder, valid_rows, items, item_sids, sft, config: LLMBaselinesParams, assistant,
+def _choose_alpha(title_model, valid_rows, sft, config: LLMBaselinesParams, assistant,
                   beams: int) -> tuple[float, dict[float, float]]:
     """D3's alpha: the grid point with the best NDCG@10 on the valid rows, from one search over them."""
+    model, tokenizer, dictionary = title_model
     with common.torch_threads(config.num_threads):
-        model, tokenizer, dictionary = _title_model(model_folder, items, item_sids, ghost_free=True)
         result = title_llm.constrained_search(model, _prompts(tokenizer, valid_rows, dictionary, sft, config), dictionary,
                                               beams, tokenizer.pad_token_id, batch_size=config.decode_batch_size,
                                               progress=True)
@@ -237,13 +239,14 @@ def evaluate_d3(model_folder, test_rows, items, item_sids, sft, params, train_re
     config = _config(params)
     # the assistant only reorders what the search found: search wider so that it can lift an item into the top K
     beams = max(config.num_beams, config.assistant_beams) if assistant else config.num_beams
+    title_model = _title_model(model_folder, items, item_sids, ghost_free=True)  # once: valid (alpha) and test
     started = time.perf_counter()
     alpha, by_alpha = config.alpha, None
     if assistant and config.alphas is not None:
-        alpha, by_alpha = _choose_alpha(model_folder, valid_rows, items, item_sids, sft, config, assistant, beams)
+        alpha, by_alpha = _choose_alpha(title_model, valid_rows, sft, config, assistant, beams)
     select_s = time.perf_counter() - started
     bonus = alpha * assistant["log_probs"] if assistant and alpha > 0 else None
-    metrics = _constrained(model_folder, test_rows, items, item_sids, sft, params, train_report, True, 0.0, bonus, beams)
+    metrics = _constrained(title_model, test_rows, sft, config, train_report, 0.0, bonus, beams)
     metrics["alpha"] = alpha
     if by_alpha is not None:
         metrics["valid_NDCG@10_by_alpha"] = {str(a): round(v, 6) for a, v in by_alpha.items()}
