@@ -212,3 +212,12 @@ def test_a_misspelled_parameter_fails_in_the_node_before_anything_is_written(tmp
     with pytest.raises(ValueError, match=r"\['sft.train.lrr'\]"):
         train_sft_model(*frames, params, {"templates": {}}, 42)
     assert not (tmp_path / "work").exists()
+
+
+def test_task_fractions_shorten_the_epoch_and_the_schedule(tmp_path):
+    # 48 semantic + 16 title_to_sid rows; half the title_to_sid rows an epoch -> 56 rows = 7 steps of 8
+    result = sft.train(tiny_config(tmp_path, epochs=2, patience=5, batch_size=8, micro_batch_size=8,
+                                   task_fractions={"title_to_sid": 0.5}))
+    assert result["train_samples"] == 64 and result["epoch_samples"] == 56
+    assert result["total_steps"] == result["steps"] == 14
+    assert [point["step"] for point in result["valid_curve"]] == [7, 14]  # an evaluation per (shorter) epoch

@@ -51,3 +51,42 @@ def test_group_by_length_is_a_checked_boolean_setting():
     assert sft.SFTSettings().group_by_length is False
     with pytest.raises(ValueError, match="group_by_length"):
         sft.SFTSettings.from_dict({"group_by_length": "yes"})
+
+
+TASKS = ["s", "a", "s", "a", "a", "a", "s", "a", "b", "b"]  # task of train row i
+
+
+def test_without_fractions_an_epoch_is_every_row():
+    assert sft.epoch_rows(TASKS, None, seed=5, epoch=3).tolist() == list(range(len(TASKS)))
+    assert sft.epoch_rows(TASKS, {}, seed=5, epoch=0).tolist() == list(range(len(TASKS)))
+
+
+def test_a_task_fraction_walks_one_seeded_permutation_window_by_window():
+    # task a: rows [1, 3, 4, 5, 7]; fraction 0.4 -> 2 rows an epoch; the seeded walk is [7, 5, 3, 4, 1]
+    assert np.random.default_rng([5, 0]).permutation([1, 3, 4, 5, 7]).tolist() == [7, 5, 3, 4, 1]
+    epochs = [sft.epoch_rows(TASKS, {"a": 0.4}, seed=5, epoch=e).tolist() for e in range(4)]
+    others = [0, 2, 6, 8, 9]  # tasks without a fraction: every row, every epoch
+    assert epochs == [sorted(others + [7, 5]), sorted(others + [3, 4]), sorted(others + [1, 7]),
+                      sorted(others + [5, 3])]
+    # three epochs see every row of task a; every epoch has the same size
+    assert set().union(*map(set, epochs[:3])) == set(range(len(TASKS)))
+    assert {len(rows) for rows in epochs} == {7}
+
+
+def test_a_small_fraction_keeps_at_least_one_row_and_a_fraction_of_one_keeps_all():
+    assert len(sft.epoch_rows(TASKS, {"b": 0.01}, seed=1, epoch=0)) == len(TASKS) - 1
+    assert sft.epoch_rows(TASKS, {"a": 1.0}, seed=1, epoch=2).tolist() == list(range(len(TASKS)))
+
+
+def test_a_fraction_for_a_task_without_rows_names_it_and_the_tasks_there_are():
+    with pytest.raises(ValueError, match=r"task_fractions: task\(s\) \['sid_to_titel'\] have no train rows; "
+                                         r"tasks in sft_dataset_train: \['a', 'b', 's'\]"):
+        sft.epoch_rows(TASKS, {"sid_to_titel": 0.5}, seed=1, epoch=0)
+
+
+@pytest.mark.parametrize("fraction", [0, -0.5, 1.5])
+def test_task_fractions_outside_zero_to_one_are_refused_by_key(fraction):
+    with pytest.raises(ValueError, match=rf"sft.train.task_fractions.title_to_sid must be in \(0, 1\], got"):
+        sft.SFTSettings.from_dict({"task_fractions": {"title_to_sid": fraction}})
+    with pytest.raises(ValueError, match="task_fractions.title_to_sid must be a number"):
+        sft.SFTSettings.from_dict({"task_fractions": {"title_to_sid": "half"}})

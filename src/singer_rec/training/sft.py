@@ -65,6 +65,7 @@ class SFTSettings:
     max_valid_samples: int | None = None  # valid rows for the valid loss (seeded sample)
     max_length: int = 256               # tokens; long prompts lose their start, never the answer
     group_by_length: bool = False       # batches of similar length (shuffled mega-batches, as HF's sampler)
+    task_fractions: dict[str, float] | None = None  # share of a task's rows per epoch, e.g. {sid_to_title: 0.5}
     select_metric: str = "NDCG@10"      # loss | HR@K | NDCG@K (K in 3, 5, 10) on the valid ranking sample
     valid_ranking_rows: int | None = 256  # valid rows ranked at each evaluation (seeded sample; null: all)
     valid_num_beams: int = 20           # beam width of that ranking (>= 10)
@@ -103,6 +104,9 @@ class SFTSettings:
             raise ValueError(f"{where}.valid_num_beams must be >= 10 (the largest K), got {self.valid_num_beams}")
         if self.autocast not in ("auto", "bf16", "off"):
             raise ValueError(f"{where}.autocast {self.autocast!r}; allowed: ['auto', 'bf16', 'off']")
+        for task, fraction in (self.task_fractions or {}).items():
+            if not 0 < fraction <= 1:
+                raise ValueError(f"{where}.task_fractions.{task} must be in (0, 1], got {fraction}")
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
             raise ValueError(f"{where}.device {self.device!r}; allowed: auto, cpu, cuda[:N]")
 
@@ -182,6 +186,29 @@ def epoch_order(lengths: Sequence[int], seed: int, epoch: int, batch_size: int,
         batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
     short = [batches.pop()] if batches and len(batches[-1]) < batch_size else []
     return np.concatenate([batches[i] for i in rng.permutation(len(batches))] + short)
+
+
+def epoch_rows(tasks: Sequence[str], fractions: Mapping[str, float] | None, seed: int, epoch: int) -> np.ndarray:
+    """The train rows of one epoch, ascending: every row of a task without a fraction, and for a task
+    with fraction ``f`` a window of ``round(f * n)`` of its ``n`` rows (at least one).
+
+    The windows walk one seeded permutation of the task's rows epoch after epoch (wrapping round),
+    so every row is trained on once per ``1 / f`` epochs and an epoch always has the same size.
+    """
+    tasks = np.asarray(tasks, dtype=object)
+    if not fractions:
+        return np.arange(len(tasks))
+    unknown = sorted(set(fractions) - set(tasks.tolist()))
+    if unknown:
+        raise ValueError(f"sft.train.task_fractions: task(s) {unknown} have no train rows; "
+                         f"tasks in sft_dataset_train: {sorted(set(tasks.tolist()))}")
+    keep = [np.flatnonzero(~np.isin(tasks, list(fractions)))]
+    for offset, task in enumerate(sorted(fractions)):
+        rows = np.flatnonzero(tasks == task)
+        take = max(1, round(fractions[task] * len(rows)))
+        walk = np.random.default_rng([seed, offset]).permutation(rows)
+        keep.append(walk[(np.arange(take) + epoch * take) % len(rows)])
+    return np.sort(np.concatenate(keep))
 
 
 def micro_batches(examples: list[tuple[list[int], list[int]]], micro_batch_size: int) -> list[list]:
@@ -366,7 +393,9 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
     train_examples, valid_examples = encode(train_df), encode(valid_df)
 
     batch_size, micro = int(cfg["batch_size"]), int(cfg["micro_batch_size"])
-    steps_per_epoch = math.ceil(len(train_examples) / batch_size)
+    train_tasks = train_df["task"].astype(str).tolist()
+    epoch_size = len(epoch_rows(train_tasks, cfg["task_fractions"], cfg["seed"], 0))
+    steps_per_epoch = math.ceil(epoch_size / batch_size)
     total_steps = steps_per_epoch * int(cfg["epochs"])
     if cfg["max_steps"]:
         total_steps = min(total_steps, int(cfg["max_steps"]))
@@ -446,7 +475,8 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
             state["stopped_early"] = state["bad_evals"] >= int(cfg["patience"])
 
     if dist.is_main:
-        tracking.log_params({"sft": {"train_samples": len(train_examples), "valid_samples": len(valid_examples),
+        tracking.log_params({"sft": {"train_samples": len(train_examples), "epoch_samples": epoch_size,
+                                     "valid_samples": len(valid_examples),
                                      "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
                                      "world_size": dist.world_size, "autocast": str(amp_dtype)}})
         if resumed_from is not None:  # a metric: a parameter could not change between attempts
@@ -458,7 +488,9 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
     while step < total_steps and not state["stopped_early"]:
         epoch, position = divmod(step, steps_per_epoch)
         if epoch not in epoch_orders:
-            epoch_orders = {epoch: epoch_order(train_lengths, cfg["seed"], epoch, batch_size, cfg["group_by_length"])}
+            rows = epoch_rows(train_tasks, cfg["task_fractions"], cfg["seed"], epoch)
+            epoch_orders = {epoch: rows[epoch_order([train_lengths[i] for i in rows], cfg["seed"], epoch, batch_size,
+                                                    cfg["group_by_length"])]}
         order = epoch_orders[epoch]
         global_batch = order[position * batch_size : (position + 1) * batch_size]
         local = [train_examples[i] for i in global_batch[dist.rank :: dist.world_size]]
@@ -520,6 +552,7 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
         "stopped_early": state["stopped_early"],
         "resumed_from_step": resumed_from,
         "train_samples": len(train_examples),
+        "epoch_samples": epoch_size,
         "valid_samples": len(valid_examples),
         "world_size": dist.world_size,
         "wall_s": time.time() - started,
