@@ -136,3 +136,13 @@ def test_hf_preset_loads_a_local_folder_offline(tiny, tmp_path):
     assert modeling.sid_token_ids(tok, ["<d_2>"]) == [len(tokenizer)]
     # the original rows are kept, the new one starts elsewhere
     assert torch.equal(loaded.get_input_embeddings().weight[: len(tokenizer)], model.get_input_embeddings().weight)
+
+
+def test_training_seconds_are_the_stages_a_folder_records():
+    meta = {"train": {"result": {"wall_s": 120.5}}, "rl": {"steps": 8, "wall_seconds": 30.25},
+            "sdpo": {"steps": 2, "wall_s": 4.0}}
+    assert modeling.training_seconds(meta) == {"sft": 120.5, "rl": 30.25, "sdpo": 4.0}
+    # an SFT folder, a folder from before RL recorded its time, a base model
+    assert modeling.training_seconds({"train": {"result": {"wall_s": 7}}}) == {"sft": 7.0}
+    assert modeling.training_seconds({"train": {"seed": 1}, "rl": {"steps": 8}}) == {}
+    assert modeling.training_seconds({}) == {}

@@ -392,6 +392,18 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
         raise ValueError(f"{meta_path}: invalid JSON at line {exc.lineno}: {exc.msg}") from exc
 
 
+def training_seconds(meta: Mapping[str, Any]) -> dict[str, float]:
+    """Recorded training wall seconds of the stages that made a model folder (``sft``, ``rl``, ``sdpo``).
+
+    A stage appears when its training recorded a time (SFT: ``train.result.wall_s``; RL:
+    ``rl.wall_seconds``; S-DPO: ``sdpo.wall_s``); a base model or an older folder gives fewer or none.
+    """
+    recorded = {"sft": ((meta.get("train") or {}).get("result") or {}).get("wall_s"),
+                "rl": (meta.get("rl") or {}).get("wall_seconds"),
+                "sdpo": (meta.get("sdpo") or {}).get("wall_s")}
+    return {stage: float(seconds) for stage, seconds in recorded.items() if seconds is not None}
+
+
 def load_model_folder(path: str | os.PathLike, device: str = "cpu", dtype=None):
     """Load a model folder: returns ``(model, tokenizer, meta)`` with the model in eval mode."""
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -13,6 +13,7 @@ from kedro.runner import SequentialRunner
 
 from conftest import PROJECT_ROOT
 from decoding.tiny_folder import SIDS, TEST_SEQUENCES, VALID_SEQUENCES, build_tiny_folder, exhaustive_ranking
+from singer_rec.modeling import read_meta, training_seconds
 from singer_rec.pipelines.evaluate import create_pipeline
 from singer_rec.pipelines.evaluate.nodes import evaluate_test, matching_depth, report_tables
 
@@ -70,8 +71,13 @@ def test_sft_namespace_run_matches_exhaustive_scoring(tmp_path, folder):
         assert list(predictions["scores"][row]) == pytest.approx([scores[i] for i in expected], abs=1e-4)
         ranks.append(expected.index(TEST_SEQUENCES["target"][row]) + 1)
     metrics = json.loads((tmp_path / "08_reporting/sft/test_metrics.json").read_text())
+    cost = {k: metrics.pop(k) for k in ("train_s", "decode_s", "wall_time_s")}
     assert metrics == pytest.approx({**_expected_metrics(ranks), "n": 6})
+    # the report's wall time: the training the folder records (none for this hand-built one) + the ranking
+    assert cost["train_s"] == sum(training_seconds(read_meta(folder)).values())
+    assert cost["decode_s"] > 0 and cost["wall_time_s"] == pytest.approx(cost["train_s"] + cost["decode_s"], abs=0.02)
     valid = json.loads((tmp_path / "08_reporting/sft/valid_metrics.json").read_text())
+    metrics.update(cost)
     assert valid["n"] == 4
     report = (tmp_path / "08_reporting/sft/evaluation.md").read_text()
     assert f"| HR@10 | {metrics['HR@10']:.4f} | {valid['HR@10']:.4f} |" in report
@@ -106,3 +112,17 @@ def test_report_tables_on_hand_made_predictions():
     assert matching_depth("<a_0><b_1><c_0>", "<a_0><b_0><c_0>") == 1
     with pytest.raises(ValueError, match="test_predictions row 0 does not match"):
         report_tables(sequences.iloc[::-1], predictions, SIDS)
+
+
+def test_test_metrics_carry_the_training_time_the_folder_records(tmp_path, folder):
+    import shutil
+
+    copy = tmp_path / "rl_model"
+    shutil.copytree(folder, copy)
+    meta = read_meta(copy)
+    meta["train"] = {**meta.get("train", {}), "result": {"wall_s": 12.5}}
+    meta["rl"] = {"steps": 4, "wall_seconds": 3.25}
+    (copy / "singer.json").write_text(json.dumps(meta))
+    _, metrics = evaluate_test(copy, TEST_SEQUENCES, PARAMS)
+    assert metrics["train_s"] == 15.75  # SFT 12.5 s + RL 3.25 s
+    assert metrics["wall_time_s"] == pytest.approx(15.75 + metrics["decode_s"], abs=0.01)

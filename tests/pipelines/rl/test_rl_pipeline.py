@@ -68,6 +68,8 @@ def test_rl_pipeline_trains_in_its_own_process_and_writes_model_report_and_plot(
     assert meta["rl"]["prompts"] == 12  # alignment "full": 8 semantic + 4 title rows
     report = json.loads((tmp_path / "out" / "rl_report.json").read_text())
     assert report["steps"] == 3.0 and report["probe_hit_rate_before"] == 0.25  # 2 of 8 before RL
+    # the folder records RL's training time, which the report's wall-time column adds to SFT's
+    assert meta["rl"]["wall_seconds"] == round(report["wall_seconds"], 2) > 0
     history = json.loads((tmp_path / "out" / "rl_history.json").read_text())
     assert [h["step"] for h in history["history"]] == [1, 2, 3]
     assert len(history["probe"]["before"]["rewards"]) == 8 * 4

@@ -58,8 +58,14 @@ def test_sdpo_pipeline_trains_in_its_own_process_and_writes_metrics_in_the_basel
     assert meta["sdpo"]["prompts"] == 8 and meta["sid_map"] == modeling.read_meta(tmp_path / "inputs" / "sft_model")["sid_map"]
     metrics = json.loads((tmp_path / "07_model_output" / "sdpo_metrics.json").read_text())
     assert list(metrics) == ["S-DPO"]
-    assert list(metrics["S-DPO"]) == [*METRIC_COLUMNS, "n", "wall_time_s"]
-    assert metrics["S-DPO"]["n"] == 8 and metrics["S-DPO"]["wall_time_s"] > 0
+    row = metrics["S-DPO"]
+    assert list(row) == [*METRIC_COLUMNS, "n", "wall_time_s", "train_s", "decode_s"]
+    # the cost of the row: the training stages its model folder records (S-DPO's own included) + the test ranking
+    recorded = modeling.training_seconds(meta)
+    assert "sdpo" in recorded and recorded["sdpo"] > 0
+    assert row["train_s"] == pytest.approx(sum(recorded.values()), abs=0.01)
+    assert row["n"] == 8 and row["decode_s"] > 0
+    assert row["wall_time_s"] == pytest.approx(row["train_s"] + row["decode_s"], abs=0.02)
     assert all(0 <= metrics["S-DPO"][c] <= 1 for c in METRIC_COLUMNS)
     report = json.loads((tmp_path / "08_reporting" / "sdpo" / "train_report.json").read_text())
     assert report["steps"] == 2 and report["best_step"] in (0, 2)

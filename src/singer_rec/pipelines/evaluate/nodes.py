@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 
 from singer_rec import tracking
 from singer_rec.metrics import DEFAULT_KS, hit_rank, ranking_metrics
-from singer_rec.modeling import read_meta
+from singer_rec.modeling import read_meta, training_seconds
 from singer_rec.params import from_params, rule
 from singer_rec.recommend import SidRecommender
 from singer_rec.sid_format import sid_tokens
@@ -94,10 +94,17 @@ def predict_next_items(model_folder: Path, sequences: pd.DataFrame, params: dict
 
 
 def evaluate_test(model_folder: Path, test_sequences: pd.DataFrame, params: dict[str, Any]) -> tuple[pd.DataFrame, dict]:
-    """``test_predictions`` (user_id, target, ranked_items, scores) and ``test_metrics`` (HR/NDCG@K, n)."""
+    """``test_predictions`` (user_id, target, ranked_items, scores) and ``test_metrics``: HR/NDCG@K, n, and the
+    method's cost as the report shows it: ``train_s`` (the training stages that made the model, as their
+    folder records them: SFT, then RL or S-DPO), ``decode_s`` (this test ranking) and their sum ``wall_time_s``."""
     config = evaluate_config(params)
+    started = time.perf_counter()
     predictions = predict_next_items(model_folder, test_sequences, config, "test_sequences", config.max_rows)
     metrics = ranking_metrics(predictions["ranked_items"].tolist(), predictions["target"].tolist(), config.ks)
+    decode_s = time.perf_counter() - started
+    train_s = sum(training_seconds(read_meta(model_folder)).values())
+    metrics.update({"train_s": round(train_s, 2), "decode_s": round(decode_s, 2),
+                    "wall_time_s": round(train_s + decode_s, 2)})
     logger.info("test metrics: %s", metrics)
     return predictions, metrics
 

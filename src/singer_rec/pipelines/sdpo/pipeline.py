@@ -11,7 +11,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                  ["sdpo_model", "sdpo_report"], name="train_sdpo_model",
                  # `train`: the MLflow hook opens a child run; the training process logs into it
                  tags=["sdpo", "train"]),
-            Node(nodes.evaluate_sdpo_model, ["sdpo_model", "test_sequences", "sdpo_report", "params:evaluate"],
+            Node(nodes.evaluate_sdpo_model, ["sdpo_model", "test_sequences", "params:evaluate"],
                  "sdpo_metrics", name="evaluate_sdpo_model", tags=["sdpo", "eval"]),
         ]
     )

@@ -62,7 +62,7 @@ def run(config: Mapping[str, Any]) -> dict[str, Any]:
         if dist.is_main:
             meta = dict(meta)
             meta["rl"] = {"settings": asdict(settings), "steps": result["total_steps"], "prompts": len(examples),
-                          "started_from": str(config["model_path"])}
+                          "started_from": str(config["model_path"]), "wall_seconds": round(result["wall_seconds"], 2)}
             save_model_folder(policy, tokenizer, meta, config["output_path"])
             if config.get("result_path"):
                 Path(config["result_path"]).write_text(json.dumps(result), encoding="utf-8")
