@@ -8,7 +8,7 @@ several result files on one figure.
     python benchmarks/quality/learning_curves.py --data DIR --variant tiger --out tiger.json
     python benchmarks/quality/learning_curves.py --data DIR --variant sft --tasks semantic \\
         --sft '{"max_steps": 4000, "epochs": 30, "patience": 30}' --out sft_semantic.json
-    python benchmarks/quality/learning_curves.py --plot a.json b.json --out curves.png
+    python benchmarks/quality/learning_curves.py --plot a.json b.json --out curves.png [--x steps]
 
 SFT variants take the demo's `sft` parameters from conf/base (or `--conf-env`), overridden by the
 `--sft` / `--model` json. Model selection is on valid only; test is scored once, at the end, on the
@@ -115,20 +115,30 @@ def run_sft(data: Path, tasks: list[str] | None, sft_overrides: dict, model_over
             "sft_overrides": sft_overrides, "model_overrides": model_overrides, "tasks": tasks}
 
 
-def plot(paths: list[str], out: str) -> None:
+X_AXES = {"cpu": "training CPU seconds (one thread)", "steps": "SFT optimizer steps (128 rows each)"}
+
+
+def plot(paths: list[str], out: str, x: str = "cpu", labels: list[str] | None = None) -> None:
+    """Valid HR@10 / NDCG@10 of each result file against ``x`` (``cpu`` seconds or optimizer ``steps``).
+
+    A file holds ``curve`` and ``test`` (this script's results) or ``sft_valid_curve`` and ``sft_test``
+    (the recipe result files of the real datasets). ``labels`` replace the files' own, in order."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for path in paths:
+    for index, path in enumerate(paths):
         result = json.loads(Path(path).read_text())
-        xs = [p.get("train_cpu_seconds", p.get("train_seconds")) for p in result["curve"]]
-        label = f"{result.get('label', Path(path).stem)} (test HR@10 {result['test']['HR@10']:.3f})"
+        if labels:
+            result["label"] = labels[index]
+        curve, test = result.get("curve") or result["sft_valid_curve"], result.get("test") or result["sft_test"]
+        xs = [p["step"] if x == "steps" else p.get("train_cpu_seconds", p.get("train_seconds")) for p in curve]
+        label = f"{result.get('label', Path(path).stem)} (test HR@10 {test['HR@10']:.3f}, NDCG@10 {test['NDCG@10']:.3f})"
         for axis, metric in zip(axes, ("HR@10", "NDCG@10")):
-            axis.plot(xs, [p[metric] for p in result["curve"]], marker=".", label=label)
-            axis.set_xlabel("training CPU seconds (one thread)")
+            axis.plot(xs, [p[metric] for p in curve], marker=".", label=label)
+            axis.set_xlabel(X_AXES[x])
             axis.set_ylabel(f"valid {metric}")
     axes[0].legend(fontsize=7)
     fig.tight_layout()
@@ -149,10 +159,14 @@ def main() -> None:
     parser.add_argument("--label", default=None)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--plot", nargs="*")
+    parser.add_argument("--x", choices=sorted(X_AXES), default="cpu", help="x axis of --plot")
+    parser.add_argument("--labels", nargs="*", help="legend labels of --plot's files, in order")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     if args.plot:
-        plot(args.plot, args.out)
+        if args.labels and len(args.labels) != len(args.plot):
+            parser.error(f"--labels: {len(args.labels)} labels for {len(args.plot)} files")
+        plot(args.plot, args.out, args.x, args.labels)
         return
     import torch
 
