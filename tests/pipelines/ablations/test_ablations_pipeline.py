@@ -95,7 +95,8 @@ def test_ablations_write_one_table_with_every_variant(tmp_path, monkeypatch):
         assert len(runs) == 1, variant
     unseen = catalog["unseen_domain_metrics"].load()
     assert unseen["trained_on"] == str(sft_path)  # found inside the (versioned-like) root
-    assert {m: unseen[m] for m in direct if m != "n"} == pytest.approx({m: direct[m] for m in direct if m != "n"})
+    ranking = [m for m in direct if "@" in m]  # the timings (train_s, decode_s, wall_time_s) differ per call
+    assert {m: unseen[m] for m in ranking} == pytest.approx({m: direct[m] for m in ranking})
     markdown = (tmp_path / "out" / "ablations.md").read_text()
     assert markdown.startswith("| variant | alignment | sampling | reward | title_reward | guide_depth | HR@3 |")
     assert len(markdown.strip().splitlines()) == 2 + 4
