@@ -131,11 +131,10 @@ def plot(paths: list[str], out: str, x: str = "cpu", labels: list[str] | None = 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for index, path in enumerate(paths):
         result = json.loads(Path(path).read_text())
-        if labels:
-            result["label"] = labels[index]
         curve, test = result.get("curve") or result["sft_valid_curve"], result.get("test") or result["sft_test"]
         xs = [p["step"] if x == "steps" else p.get("train_cpu_seconds", p.get("train_seconds")) for p in curve]
-        label = f"{result.get('label', Path(path).stem)} (test HR@10 {test['HR@10']:.3f}, NDCG@10 {test['NDCG@10']:.3f})"
+        name = labels[index] if labels else result.get("label", Path(path).stem)
+        label = f"{name} (test HR@10 {test['HR@10']:.3f}, NDCG@10 {test['NDCG@10']:.3f})"
         for axis, metric in zip(axes, ("HR@10", "NDCG@10")):
             axis.plot(xs, [p[metric] for p in curve], marker=".", label=label)
             axis.set_xlabel(X_AXES[x])

@@ -86,7 +86,10 @@ def test_a_fraction_for_a_task_without_rows_names_it_and_the_tasks_there_are():
 
 @pytest.mark.parametrize("fraction", [0, -0.5, 1.5])
 def test_task_fractions_outside_zero_to_one_are_refused_by_key(fraction):
-    with pytest.raises(ValueError, match=rf"sft.train.task_fractions.title_to_sid must be in \(0, 1\], got"):
+    with pytest.raises(ValueError, match=r"sft.train.task_fractions.title_to_sid must be in \(0, 1\], got"):
         sft.SFTSettings.from_dict({"task_fractions": {"title_to_sid": fraction}})
+
+
+def test_a_task_fraction_must_be_a_number():
     with pytest.raises(ValueError, match="task_fractions.title_to_sid must be a number"):
         sft.SFTSettings.from_dict({"task_fractions": {"title_to_sid": "half"}})
