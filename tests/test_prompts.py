@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from singer_rec.prompts import (
-    PAPER_TEMPLATES, PromptBuilder, TASKS, check_templates, render_for_model, semantic_prompt,
+    PAPER_TEMPLATES, PromptBuilder, TASKS, check_templates, heldout_users, render_for_model, semantic_prompt,
 )
 
 ITEMS = pd.DataFrame({
@@ -91,3 +91,16 @@ def test_bad_input_names_the_table_row_and_field():
         check_templates(PAPER_TEMPLATES, ["poetry"])
     with pytest.raises(ValueError, match=r"prompts.templates.title_to_sid\[0\]: template must contain \{title\}"):
         check_templates({"title_to_sid": ["Which item?"]}, ["title_to_sid"])
+
+
+def test_heldout_users_are_a_seeded_share_of_the_distinct_users():
+    users = [f"u{i}" for i in range(10)] * 3  # each user has several sequences
+    held = heldout_users(users, 0.3, seed=42)
+    assert len(held) == 3 and held <= set(users)
+    assert heldout_users(reversed(users), 0.3, seed=42) == held  # the order of the rows does not matter
+    assert heldout_users(users, 0.3, seed=43) != held
+    larger = heldout_users(users, 0.5, seed=42)
+    assert len(larger) == 5 and held < larger  # one permutation per seed: a larger share extends a smaller one
+    for share in (0.01, 0.99):
+        with pytest.raises(ValueError, match="at least one user out and one in"):
+            heldout_users(users, share, seed=42)

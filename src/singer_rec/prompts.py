@@ -98,6 +98,18 @@ def check_templates(templates: Mapping[str, Sequence[str]], tasks: Sequence[str]
                 raise ValueError(f"prompts.templates.{task}[{i}]: template must contain {field}: {template!r}")
 
 
+def heldout_users(user_ids: Sequence[Any], share: float, seed: int) -> set[str]:
+    """A seeded ``share`` of the distinct users (``round(share * n)``, at least one, not all): the
+    train users whose sequences RL may use as prompts that SFT has not trained on."""
+    users = sorted({str(u) for u in user_ids})
+    count = round(share * len(users))
+    if not 1 <= count < len(users):
+        raise ValueError(f"a held-out share of {share} of {len(users)} users keeps {count}: "
+                         "it must keep at least one user out and one in")
+    order = np.random.default_rng([int(seed), 0x48454C44]).permutation(len(users))  # its own stream
+    return {users[i] for i in order[:count]}
+
+
 def _require_columns(frame: pd.DataFrame, name: str, columns: Sequence[str]) -> None:
     missing = [c for c in columns if c not in frame.columns]
     if missing:

@@ -79,3 +79,33 @@ def test_same_seed_same_rows(tmp_path, params):
     a = pd.read_parquet(tmp_path / "a" / "sft_dataset_train.parquet")
     b = pd.read_parquet(tmp_path / "b" / "sft_dataset_train.parquet")
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_heldout_users_split_sft_and_rl_sequences(tmp_path, params):
+    """Half of the two train users is held out: SFT trains on the other, RL prompts come from the
+    held-out one (``heldout``) or the other (``seen``); the item tasks stay in both."""
+    seen = {}
+    for rl_users in ("heldout", "seen"):
+        prompts = {**params["prompts"], "rl_heldout_share": 0.5, "rl_users": rl_users}
+        (tmp_path / rl_users).mkdir()
+        SequentialRunner().run(create_pipeline(), _catalog(tmp_path / rl_users, {"prompts": prompts}))
+        train = pd.read_parquet(tmp_path / rl_users / "sft_dataset_train.parquet")
+        rl = pd.read_parquet(tmp_path / rl_users / "rl_dataset.parquet")
+        sft_users = set(train.user_id.dropna())
+        rl_users_seen = set(rl.user_id.dropna())
+        assert len(sft_users) == 1 and len(rl_users_seen) == 1
+        assert (rl_users_seen == sft_users) == (rl_users == "seen")
+        assert train.task.value_counts().to_dict() == {"semantic": 1, "sid_to_title": 3, "title_to_sid": 3, "description_to_sid": 3}
+        assert (rl.task == "description_to_sid").sum() == 3
+        seen[rl_users] = sft_users
+    assert seen["heldout"] == seen["seen"]  # the same SFT users in both arms: one SFT model serves both
+    valid = pd.read_parquet(tmp_path / "seen" / "sft_dataset_valid.parquet")
+    assert valid.user_id.tolist() == ["u1"]  # valid is never split
+
+
+def test_heldout_users_need_a_share_and_keep_users_on_both_sides(tmp_path, params):
+    with pytest.raises(ValueError, match=r"prompts.rl_users='heldout' needs prompts.rl_heldout_share > 0"):
+        SequentialRunner().run(create_pipeline(), _catalog(tmp_path, {"prompts": {**params["prompts"], "rl_users": "heldout"}}))
+    with pytest.raises(ValueError, match=r"prompts.rl_heldout_share on train_sequences: .* of 2 users keeps 0"):
+        SequentialRunner().run(create_pipeline(), _catalog(tmp_path, {"prompts": {**params["prompts"], "rl_heldout_share": 0.2}}))
+    assert not (tmp_path / "sft_dataset_train.parquet").exists()
