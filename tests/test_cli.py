@@ -1,4 +1,5 @@
 """`kedro run --config=<file> --params=...`: the command line's parameters merge over the file's."""
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -48,3 +49,22 @@ def test_config_file_alone_and_params_alone_are_kedros(tmp_path, seen):
 def test_merge_params_replaces_leaves_and_keeps_siblings():
     merged = project_cli.merge_params({"a": {"b": 1, "c": {"d": 2}}, "e": [1]}, {"a": {"c": {"d": 3}}, "e": [2], "f": 4})
     assert merged == {"a": {"b": 1, "c": {"d": 3}}, "e": [2], "f": 4}
+
+
+def test_run_config_script_merges_yaml_valued_overrides_key_by_key():
+    """benchmarks/quality/run_config.py: list values, which ``--params`` cannot carry, merged over
+    the base file without dropping its other keys."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "quality" / "run_config.py"
+    spec = importlib.util.spec_from_file_location("run_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    base = {"run": {"params": {"prompts": {"sft_tasks": ["semantic"]}, "sft": {"train": {"epochs": 6}}}}}
+    merged = module.with_overrides(base, ["prompts.rl_tasks=[semantic, title_to_sid]", "prompts.rl_heldout_share=0.2",
+                                          "sft.train.epochs=8"])
+    assert merged == {"run": {"params": {"prompts": {"sft_tasks": ["semantic"], "rl_tasks": ["semantic", "title_to_sid"],
+                                                     "rl_heldout_share": 0.2}, "sft": {"train": {"epochs": 8}}}}}
+    assert base["run"]["params"]["sft"]["train"]["epochs"] == 6  # the base mapping is left as it was
+    with pytest.raises(ValueError, match="expected key.path=value"):
+        module.with_overrides(base, ["prompts.rl_tasks"])

@@ -1,0 +1,49 @@
+"""A Kedro run-config file: a base one (the CPU recipe) with dotted overrides whose values are YAML.
+
+Kedro's ``--params`` splits its argument at commas, so a list value (``prompts.rl_tasks``) cannot
+be given there; an experiment that changes one writes a run-config file instead:
+
+    python benchmarks/quality/run_config.py conf/cpu_budget.yml \
+        prompts.rl_heldout_share=0.2 "prompts.rl_tasks=[semantic, title_history_to_sid]" > /tmp/run.yml
+    kedro run --env=office --config=/tmp/run.yml
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import yaml
+
+from singer_rec.cli import merge_params
+
+
+def with_overrides(config: dict, overrides: list[str]) -> dict:
+    """``config`` with each ``a.b.c=value`` merged under ``run.params`` (value parsed as YAML), key by
+    key as ``kedro run`` merges ``--params`` over a run-config file."""
+    cli_params: dict = {}
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"override {override!r}: expected key.path=value")
+        *parents, leaf = key.strip().split(".")
+        node = cli_params
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+    run = dict(config.get("run") or {})
+    run["params"] = merge_params(run.get("params") or {}, cli_params)
+    return {**config, "run": run}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("base", type=Path, help="the base run-config file, e.g. conf/cpu_budget.yml")
+    parser.add_argument("overrides", nargs="*", help="key.path=value under run.params (value: YAML)")
+    args = parser.parse_args(argv)
+    config = yaml.safe_load(args.base.read_text(encoding="utf-8")) or {}
+    yaml.safe_dump(with_overrides(config, args.overrides), sys.stdout, sort_keys=False)
+
+
+if __name__ == "__main__":
+    main()
