@@ -4,13 +4,12 @@ Kedro's ``--params`` splits its argument at commas, so a list value (``prompts.r
 be given there; an experiment that changes one writes a run-config file instead:
 
     python benchmarks/quality/run_config.py conf/cpu_budget.yml \
-        prompts.rl_heldout_share=0.2 "prompts.rl_tasks=[semantic, title_history_to_sid]" > /tmp/run.yml
+        prompts.rl_heldout_share=0.2 "prompts.rl_tasks=[semantic, title_history_to_sid]" --output /tmp/run.yml
     kedro run --env=office --config=/tmp/run.yml
 """
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import yaml
@@ -40,9 +39,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("base", type=Path, help="the base run-config file, e.g. conf/cpu_budget.yml")
     parser.add_argument("overrides", nargs="*", help="key.path=value under run.params (value: YAML)")
+    parser.add_argument("--output", type=Path, required=True, help="the run-config file to write")
     args = parser.parse_args(argv)
     config = yaml.safe_load(args.base.read_text(encoding="utf-8")) or {}
-    yaml.safe_dump(with_overrides(config, args.overrides), sys.stdout, sort_keys=False)
+    args.output.write_text(yaml.safe_dump(with_overrides(config, args.overrides), sort_keys=False), encoding="utf-8")
 
 
 if __name__ == "__main__":
