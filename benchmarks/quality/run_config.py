@@ -1,4 +1,4 @@
-"""A Kedro run-config file: a base one (the CPU recipe) with dotted overrides whose values are YAML.
+"""A Kedro run-config file: a base one (the CPU recipe) with dotted overrides, parsed as `--params` parses them.
 
 Kedro's ``--params`` splits its argument at commas, so a list value (``prompts.rl_tasks``) cannot
 be given there; an experiment that changes one writes a run-config file instead:
@@ -13,23 +13,20 @@ import argparse
 from pathlib import Path
 
 import yaml
+from omegaconf import OmegaConf
 
 from singer_rec.cli import merge_params
 
 
 def with_overrides(config: dict, overrides: list[str]) -> dict:
-    """``config`` with each ``a.b.c=value`` merged under ``run.params`` (value parsed as YAML), key by
-    key as ``kedro run`` merges ``--params`` over a run-config file."""
-    cli_params: dict = {}
+    """``config`` with each ``a.b.c=value`` merged under ``run.params``, key by key as ``kedro run``
+    merges ``--params`` over a run-config file; values are parsed as Kedro parses ``--params``
+    (OmegaConf's dot-list), so ``[a, b]`` is a list."""
     for override in overrides:
-        key, sep, value = override.partition("=")
+        key, sep, _ = override.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"override {override!r}: expected key.path=value")
-        *parents, leaf = key.strip().split(".")
-        node = cli_params
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(value)
+    cli_params = OmegaConf.to_container(OmegaConf.from_dotlist(overrides))
     run = dict(config.get("run") or {})
     run["params"] = merge_params(run.get("params") or {}, cli_params)
     return {**config, "run": run}
@@ -38,7 +35,7 @@ def with_overrides(config: dict, overrides: list[str]) -> dict:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("base", type=Path, help="the base run-config file, e.g. conf/cpu_budget.yml")
-    parser.add_argument("overrides", nargs="*", help="key.path=value under run.params (value: YAML)")
+    parser.add_argument("overrides", nargs="*", help="key.path=value under run.params (lists allowed: [a, b])")
     parser.add_argument("--output", type=Path, required=True, help="the run-config file to write")
     args = parser.parse_args(argv)
     config = yaml.safe_load(args.base.read_text(encoding="utf-8")) or {}

@@ -49,15 +49,13 @@ class PromptsParams:
             raise ValueError(f"{where}.templates: unknown task(s) {unknown}; allowed: {list(TASKS)}")
 
 
-def _builder(items: pd.DataFrame, item_sids: pd.DataFrame, params: dict[str, Any], seed: int) -> PromptBuilder:
-    config = from_params(PromptsParams, params, "prompts")
+def _builder(items: pd.DataFrame, item_sids: pd.DataFrame, config: PromptsParams, seed: int) -> PromptBuilder:
     return PromptBuilder(items, item_sids, config.templates, history_length=config.history_length,
                          description_max_chars=config.description_max_chars, seed=seed)
 
 
-def _train_users(train_sequences: pd.DataFrame, params: dict[str, Any], seed: int, stage: str) -> pd.DataFrame:
+def _train_users(train_sequences: pd.DataFrame, config: PromptsParams, seed: int, stage: str) -> pd.DataFrame:
     """The train sequences that ``stage`` (``sft`` or ``rl``) sees under the held-out user split."""
-    config = from_params(PromptsParams, params, "prompts")
     if config.rl_heldout_share == 0 or (stage == "rl" and config.rl_users == "all"):
         return train_sequences
     try:
@@ -80,8 +78,9 @@ def build_sft_train(items: pd.DataFrame, item_sids: pd.DataFrame, train_sequence
                     params: dict[str, Any], seed: int) -> pd.DataFrame:
     """SFT training rows: ``params.sft_tasks`` over the train sequences (less RL's held-out users)
     and the items."""
-    sequences = _train_users(train_sequences, params, seed, "sft")
-    frame = _builder(items, item_sids, params, seed).build(params["sft_tasks"], sequences, "train_sequences")
+    config = from_params(PromptsParams, params, "prompts")
+    sequences = _train_users(train_sequences, config, seed, "sft")
+    frame = _builder(items, item_sids, config, seed).build(config.sft_tasks, sequences, "train_sequences")
     return _log_counts("sft_dataset_train", frame)
 
 
@@ -91,14 +90,16 @@ def build_sft_valid(items: pd.DataFrame, item_sids: pd.DataFrame, valid_sequence
 
     Item tasks are left out: their rows would repeat the training rows (same items).
     """
-    tasks = [t for t in params["sft_tasks"] if t in SEQUENCE_TASKS]
-    frame = _builder(items, item_sids, params, seed).build(tasks, valid_sequences, "valid_sequences", item_tasks=False)
+    config = from_params(PromptsParams, params, "prompts")
+    tasks = [t for t in config.sft_tasks if t in SEQUENCE_TASKS]
+    frame = _builder(items, item_sids, config, seed).build(tasks, valid_sequences, "valid_sequences", item_tasks=False)
     return _log_counts("sft_dataset_valid", frame)
 
 
 def build_rl_dataset(items: pd.DataFrame, item_sids: pd.DataFrame, train_sequences: pd.DataFrame,
                      params: dict[str, Any], seed: int) -> pd.DataFrame:
     """RL rows: ``params.rl_tasks`` over the train sequences of ``params.rl_users`` and the items."""
-    sequences = _train_users(train_sequences, params, seed, "rl")
-    frame = _builder(items, item_sids, params, seed + 1).build(params["rl_tasks"], sequences, "train_sequences")
+    config = from_params(PromptsParams, params, "prompts")
+    sequences = _train_users(train_sequences, config, seed, "rl")
+    frame = _builder(items, item_sids, config, seed + 1).build(config.rl_tasks, sequences, "train_sequences")
     return _log_counts("rl_dataset", frame)
