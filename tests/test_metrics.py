@@ -58,3 +58,42 @@ def test_paired_bootstrap_difference_and_interval():
     assert out == paired_bootstrap([None, None, 3, 1], [1, 1, 3, 1], "NDCG@10", resamples=500, seed=1)
     with pytest.raises(ValueError, match="paired rows needed"):
         paired_bootstrap([1], [1, 2])
+
+
+def _seed_summary_module():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "quality" / "seed_summary.py"
+    spec = importlib.util.spec_from_file_location("seed_summary", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_seed_summary_mean_and_sample_sd_over_metrics_files(tmp_path, capsys):
+    """benchmarks/quality/seed_summary.py: mean and n−1 sd per metric; files on unequal rows refused."""
+    import json
+
+    module = _seed_summary_module()
+    files = []
+    for seed, (hr, ndcg) in enumerate([(0.10, 0.06), (0.12, 0.08), (0.14, 0.07)]):
+        path = tmp_path / f"seed{seed}.json"
+        path.write_text(json.dumps({"HR@10": hr, "NDCG@10": ndcg, "n": 50}))
+        files.append(path)
+    out = module.summarise(files, ("HR@10", "NDCG@10"))
+    assert out["seeds"] == 3 and out["n"] == 50
+    assert out["HR@10"]["mean"] == pytest.approx(0.12) and out["HR@10"]["sd"] == pytest.approx(0.02)
+    assert out["NDCG@10"]["mean"] == pytest.approx(0.07) and out["NDCG@10"]["sd"] == pytest.approx(0.01)
+    assert module.summarise(files[:1], ("HR@10",))["HR@10"]["sd"] == 0.0
+    assert module.markdown({"SFT": out}, ("HR@10", "NDCG@10")).splitlines()[-1] == \
+        "| SFT | 3 | 0.1200 ± 0.0200 | 0.0700 ± 0.0100 |"
+
+    (tmp_path / "short.json").write_text(json.dumps({"HR@10": 0.1, "NDCG@10": 0.1, "n": 40}))
+    with pytest.raises(ValueError, match="different numbers of rows"):
+        module.summarise([files[0], tmp_path / "short.json"], ("HR@10", "NDCG@10"))
+    (tmp_path / "bad.json").write_text(json.dumps({"HR@10": 0.1, "n": 50}))
+    with pytest.raises(ValueError, match="bad.json: no field NDCG@10"):
+        module.summarise([tmp_path / "bad.json"], ("HR@10", "NDCG@10"))
+    assert module.main(["--model", "RL", str(tmp_path / "bad.json")]) == 2
+    assert "no field" in capsys.readouterr().err

@@ -84,6 +84,9 @@ def test_sigkilled_rl_run_resumes_to_the_uninterrupted_result(tmp_path, monkeypa
     resumed = run_training("singer_rec.training.rl", killed_cfg, num_processes)
 
     assert resumed["start_step"] == max(left) and straight["start_step"] == 0
+    # the reported wall time counts the killed attempt up to its checkpoint, not only the last attempt
+    assert resumed["wall_seconds_before"] > 0 and straight["wall_seconds_before"] == 0.0
+    assert resumed["wall_seconds"] == pytest.approx(resumed["wall_seconds_before"] + resumed["attempt_wall_seconds"])
     assert resumed["total_steps"] == straight["total_steps"] == STEPS
     assert [h["step"] for h in resumed["history"]] == list(range(1, STEPS + 1))
     assert _comparable(resumed["history"]) == _comparable(straight["history"])

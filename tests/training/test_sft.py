@@ -156,8 +156,15 @@ def test_killed_run_resumes_from_its_last_checkpoint_and_ends_like_an_uninterrup
     assert not Path(cfg["output_dir"]).exists()  # no model folder from a killed run
     left = [int(p.name.split("-")[1]) for p in common.list_checkpoints(cfg["checkpoint_dir"])]
     assert left and max(left) < 80
+    checkpoint = common.latest_checkpoint(cfg["checkpoint_dir"])
+    killed_wall = json.loads((checkpoint / "state.json").read_text())["trainer"]["wall_seconds"]
+    assert killed_wall > 0
     resumed = run_training("singer_rec.training.sft", cfg, 1)
     assert resumed["resumed_from_step"] == max(left)
+    # the reported wall time counts the killed attempt up to its checkpoint, not only the last attempt
+    assert resumed["wall_s"] == pytest.approx(killed_wall + resumed["attempt_wall_s"], abs=0.5)
+    assert resumed["wall_s"] > resumed["attempt_wall_s"] and straight["wall_s"] == pytest.approx(
+        straight["attempt_wall_s"], abs=1e-3)
     assert resumed["steps"] == straight["steps"] == 80
     assert resumed["best_metric"] == pytest.approx(straight["best_metric"], abs=1e-6)
     assert resumed["best_step"] == straight["best_step"]

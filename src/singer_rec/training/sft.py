@@ -418,6 +418,11 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
         step, state = restored["step"], restored["trainer"]
         resumed_from = step
         logger.info("Resumed from %s (step %d)", last, step)
+    # wall time of the earlier attempts up to the checkpoint resumed from (work after it was lost)
+    wall_before = float(state.get("wall_seconds", 0.0))
+
+    def wall_seconds() -> float:
+        return wall_before + time.time() - started
 
     meta = {
         "preset": cfg["model"]["preset"],
@@ -434,6 +439,7 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
         dist.barrier()
 
     def checkpoint():
+        state["wall_seconds"] = wall_seconds()
         if dist.is_main:
             common.save_checkpoint(ckpt_dir, step, model, optimizer, scheduler, state, keep=int(cfg["keep_checkpoints"]))
         dist.barrier()
@@ -454,7 +460,7 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
         state["eval_seconds"] += time.time() - t0
         point = {"step": at_step, "train_seconds": round(state["train_seconds"], 3),
                  "train_cpu_seconds": round(state.get("train_cpu_seconds", 0.0), 3),
-                 "wall_seconds": round(time.time() - started, 3), "train_loss": state["last_train_loss"],
+                 "wall_seconds": round(wall_seconds(), 3), "train_loss": state["last_train_loss"],
                  "valid_loss": valid_loss, **ranked}
         state["valid_losses"].append(valid_loss)
         state["valid_curve"].append(point)
@@ -555,7 +561,8 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
         "epoch_samples": epoch_size,
         "valid_samples": len(valid_examples),
         "world_size": dist.world_size,
-        "wall_s": time.time() - started,
+        "wall_s": wall_seconds(),  # every attempt's, when resumed
+        "attempt_wall_s": time.time() - started,
     }
     if dist.is_main:
         best = ckpt_dir / "best"

@@ -56,7 +56,8 @@ def run(config: Mapping[str, Any]) -> dict[str, Any]:
         started = time.perf_counter()
         result = train_grpo(policy, reference, tokenizer, examples, sid_dict, title_dict, settings, checkpoint_dir,
                             dist=dist, keep_checkpoints=int(config.get("keep_checkpoints", 2)), validation=validation)
-        result["wall_seconds"] = time.perf_counter() - started
+        result["attempt_wall_seconds"] = time.perf_counter() - started
+        result["wall_seconds"] = result["wall_seconds_before"] + result["attempt_wall_seconds"]  # every attempt's
         result["prompts"] = len(examples)
         result["torch_threads"] = torch.get_num_threads()
         if dist.is_main:

@@ -152,10 +152,13 @@ def train_grpo(
     start_step = 0
     before = None
     history: list[dict[str, float]] = []
+    attempt_started, wall_before = time.perf_counter(), 0.0
     valid = ValidSelection(validation, settings, checkpoint_dir, dist)
     if checkpoint_dir is not None and (found := common.latest_checkpoint(checkpoint_dir)) is not None:
         restored = common.load_checkpoint(found, policy, optimizer, scheduler)
         start_step, before, history = restored["step"], restored["trainer"]["probe_before"], restored["trainer"]["history"]
+        # wall time of the earlier attempts up to this checkpoint (work after it was lost)
+        wall_before = float(restored["trainer"].get("wall_seconds", 0.0))
         valid.restore(restored["trainer"])
         logger.info("resumed RL from %s (step %d of %d)", found, start_step, total_steps)
     if before is None:
@@ -208,7 +211,8 @@ def train_grpo(
         if checkpoint_dir is not None and settings.checkpoint_every and step % settings.checkpoint_every == 0 and step < total_steps and rank == 0:
             with timer("checkpoint"):
                 common.save_checkpoint(checkpoint_dir, step, policy, optimizer, scheduler,
-                                       {"probe_before": before, "history": history, **valid.state()},
+                                       {"probe_before": before, "history": history, **valid.state(),
+                                        "wall_seconds": wall_before + time.perf_counter() - attempt_started},
                                        keep=keep_checkpoints)
         # measured after the record was logged: kept in the history only (a checkpoint holds the step before it)
         history[-1].update({f"time_{name}": timer.seconds[name] for name in ("logging", "checkpoint") if name in timer.seconds})
@@ -222,5 +226,6 @@ def train_grpo(
         "total_steps": total_steps,
         "start_step": start_step,
         "resumed_history": start_step > 0,
+        "wall_seconds_before": wall_before,
         "probe": {"before": before, "after": {"rewards": rewards_after, "hit_rate": hit_after}},
     }
