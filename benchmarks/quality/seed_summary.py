@@ -16,7 +16,9 @@ import statistics
 import sys
 from pathlib import Path
 
-METRICS = ("HR@3", "NDCG@3", "HR@5", "NDCG@5", "HR@10", "NDCG@10")
+from singer_rec.metrics import DEFAULT_KS
+
+METRICS = tuple(f"{name}@{k}" for k in DEFAULT_KS for name in ("HR", "NDCG"))
 
 
 def summarise(files: list[Path], metrics: tuple[str, ...] = METRICS) -> dict:

@@ -16,6 +16,7 @@ import os
 import random
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,25 @@ def torch_threads(num_threads: int | None):
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+class WallClock:
+    """A run's wall seconds across attempts: ``before`` (recorded at the checkpoint a resumed run
+    starts from; the work lost after it is not counted) plus this attempt's."""
+
+    def __init__(self) -> None:
+        self.before, self.started = 0.0, time.perf_counter()
+
+    def attempt(self) -> float:
+        return time.perf_counter() - self.started
+
+    def total(self) -> float:
+        return self.split()[0]
+
+    def split(self) -> tuple[float, float]:
+        """``(total, attempt)`` read at one instant, so that total == before + attempt exactly."""
+        attempt = self.attempt()
+        return self.before + attempt, attempt
 
 
 def seed_everything(seed: int) -> None:

@@ -364,7 +364,7 @@ def is_better(metric: str, value: float, best: float | None) -> bool:
 def train(cfg: dict[str, Any]) -> dict[str, Any]:
     process, settings = split_config(cfg)
     cfg = {**asdict(settings), **process}
-    started = time.time()
+    clock = common.WallClock()
     if cfg.get("num_threads"):
         torch.set_num_threads(int(cfg["num_threads"]))
     modeling.check_model_config(cfg["model"])
@@ -418,11 +418,7 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
         step, state = restored["step"], restored["trainer"]
         resumed_from = step
         logger.info("Resumed from %s (step %d)", last, step)
-    # wall time of the earlier attempts up to the checkpoint resumed from (work after it was lost)
-    wall_before = float(state.get("wall_seconds", 0.0))
-
-    def wall_seconds() -> float:
-        return wall_before + time.time() - started
+    clock.before = float(state.get("wall_seconds", 0.0))
 
     meta = {
         "preset": cfg["model"]["preset"],
@@ -439,7 +435,7 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
         dist.barrier()
 
     def checkpoint():
-        state["wall_seconds"] = wall_seconds()
+        state["wall_seconds"] = clock.total()
         if dist.is_main:
             common.save_checkpoint(ckpt_dir, step, model, optimizer, scheduler, state, keep=int(cfg["keep_checkpoints"]))
         dist.barrier()
@@ -460,7 +456,7 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
         state["eval_seconds"] += time.time() - t0
         point = {"step": at_step, "train_seconds": round(state["train_seconds"], 3),
                  "train_cpu_seconds": round(state.get("train_cpu_seconds", 0.0), 3),
-                 "wall_seconds": round(wall_seconds(), 3), "train_loss": state["last_train_loss"],
+                 "wall_seconds": round(clock.total(), 3), "train_loss": state["last_train_loss"],
                  "valid_loss": valid_loss, **ranked}
         state["valid_losses"].append(valid_loss)
         state["valid_curve"].append(point)
@@ -542,6 +538,7 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
             checkpoint()
     progress.close()
 
+    wall_s, attempt_wall_s = clock.split()
     result = {
         "model_dir": str(cfg["output_dir"]),
         "steps": step,
@@ -561,8 +558,8 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
         "epoch_samples": epoch_size,
         "valid_samples": len(valid_examples),
         "world_size": dist.world_size,
-        "wall_s": wall_seconds(),  # every attempt's, when resumed
-        "attempt_wall_s": time.time() - started,
+        "wall_s": wall_s,  # every attempt's, when resumed
+        "attempt_wall_s": attempt_wall_s,
     }
     if dist.is_main:
         best = ckpt_dir / "best"

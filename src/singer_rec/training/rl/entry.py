@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -53,11 +52,8 @@ def run(config: Mapping[str, Any]) -> dict[str, Any]:
             tracking.log_params({"rl.prompts": len(examples), "rl.items": len(sid_dict.sequences)})
         checkpoint_dir = Path(config["checkpoint_dir"]) if config.get("checkpoint_dir") else None
         validation = valid_ranking(config, settings, tokenizer, meta, policy.config.vocab_size)
-        started = time.perf_counter()
         result = train_grpo(policy, reference, tokenizer, examples, sid_dict, title_dict, settings, checkpoint_dir,
                             dist=dist, keep_checkpoints=int(config.get("keep_checkpoints", 2)), validation=validation)
-        result["attempt_wall_seconds"] = time.perf_counter() - started
-        result["wall_seconds"] = result["wall_seconds_before"] + result["attempt_wall_seconds"]  # every attempt's
         result["prompts"] = len(examples)
         result["torch_threads"] = torch.get_num_threads()
         if dist.is_main:

@@ -126,6 +126,7 @@ def train_grpo(
     """
     from tqdm.auto import tqdm
 
+    clock = common.WallClock()  # the result's wall_seconds: every attempt's, when resumed
     dist = dist or common.Dist()
     rank, world = dist.rank, dist.world_size
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -152,13 +153,11 @@ def train_grpo(
     start_step = 0
     before = None
     history: list[dict[str, float]] = []
-    attempt_started, wall_before = time.perf_counter(), 0.0
     valid = ValidSelection(validation, settings, checkpoint_dir, dist)
     if checkpoint_dir is not None and (found := common.latest_checkpoint(checkpoint_dir)) is not None:
         restored = common.load_checkpoint(found, policy, optimizer, scheduler)
         start_step, before, history = restored["step"], restored["trainer"]["probe_before"], restored["trainer"]["history"]
-        # wall time of the earlier attempts up to this checkpoint (work after it was lost)
-        wall_before = float(restored["trainer"].get("wall_seconds", 0.0))
+        clock.before = float(restored["trainer"].get("wall_seconds", 0.0))
         valid.restore(restored["trainer"])
         logger.info("resumed RL from %s (step %d of %d)", found, start_step, total_steps)
     if before is None:
@@ -212,7 +211,7 @@ def train_grpo(
             with timer("checkpoint"):
                 common.save_checkpoint(checkpoint_dir, step, policy, optimizer, scheduler,
                                        {"probe_before": before, "history": history, **valid.state(),
-                                        "wall_seconds": wall_before + time.perf_counter() - attempt_started},
+                                        "wall_seconds": clock.total()},
                                        keep=keep_checkpoints)
         # measured after the record was logged: kept in the history only (a checkpoint holds the step before it)
         history[-1].update({f"time_{name}": timer.seconds[name] for name in ("logging", "checkpoint") if name in timer.seconds})
@@ -220,12 +219,15 @@ def train_grpo(
     bar.close()
     valid.load_selected(policy, total_steps)
     rewards_after, hit_after = probe_rewards()
+    wall_seconds, attempt_wall_seconds = clock.split()
     return {
         "history": history,
         **valid.state(),
         "total_steps": total_steps,
         "start_step": start_step,
         "resumed_history": start_step > 0,
-        "wall_seconds_before": wall_before,
+        "wall_seconds": wall_seconds,  # every attempt's, when resumed
+        "attempt_wall_seconds": attempt_wall_seconds,
+        "wall_seconds_before": clock.before,
         "probe": {"before": before, "after": {"rewards": rewards_after, "hit_rate": hit_after}},
     }
