@@ -105,6 +105,7 @@ def test_cpu_budget_is_one_run_config_flag_with_nested_params():
     industrial = _parameters("industrial")
     assert params["sft"]["train"] == {**industrial["sft"]["train"], "learning_rate": 1.0e-3, "epochs": 6, "patience": 2,
                                       "max_valid_samples": 500, "valid_ranking_rows": 500}
+    assert params["sft"]["train"]["num_threads"] is None  # all cores: the recipe alone on the machine
     assert params["rl"]["settings"] == {**industrial["rl"]["settings"], "learning_rate": 5.0e-5, "batch_size": 32,
                                         "micro_batch_size": 128, "max_steps": 100, "autocast": "auto",
                                         "probe_prompts": 64, "checkpoint_every": 10, "valid_every": 25, "select": "last"}
