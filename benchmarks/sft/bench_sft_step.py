@@ -23,6 +23,12 @@ import torch
 from singer_rec import modeling
 from singer_rec.training import common, sft
 
+KINDS = {  # name: (autocast dtype, length-sorted micro-batches)
+    "float32, unsorted": (None, False),
+    "float32, length-sorted": (None, True),
+    "bf16 autocast, unsorted": (torch.bfloat16, False),
+    "bf16 autocast, length-sorted": (torch.bfloat16, True),
+}
 
 def main() -> None:
     parser = argparse.ArgumentParser()
@@ -33,7 +39,7 @@ def main() -> None:
     parser.add_argument("--micro", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, nargs="+", default=[2], help="torch threads; several: each is a variant")
-    parser.add_argument("--variants", nargs="+", default=None, help="names from the table (default: all four)")
+    parser.add_argument("--variants", nargs="+", default=None, choices=list(KINDS), help="default: all four")
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--intermediate", type=int, default=None, help="MLP width (default 3 x hidden)")
@@ -55,16 +61,7 @@ def main() -> None:
     examples = [sft.encode_example(tok, p, a, 256) for p, a in zip(rows["prompt"], rows["answer"])]
     rng = np.random.default_rng(0)
     batches = [[examples[i] for i in rng.choice(len(examples), args.batch, replace=False)] for _ in range(args.repeats)]
-    kinds = {
-        "float32, unsorted": (None, False),
-        "float32, length-sorted": (None, True),
-        "bf16 autocast, unsorted": (torch.bfloat16, False),
-        "bf16 autocast, length-sorted": (torch.bfloat16, True),
-    }
-    unknown = set(args.variants or []) - set(kinds)
-    if unknown:
-        parser.error(f"--variants: unknown {sorted(unknown)}; known: {list(kinds)}")
-    chosen = {k: v for k, v in kinds.items() if args.variants is None or k in args.variants}
+    chosen = {k: v for k, v in KINDS.items() if args.variants is None or k in args.variants}
     variants = {(f"{name}, {t} thread{'s' if t > 1 else ''}" if len(args.threads) > 1 else name): (dtype, sort, t)
                 for t in args.threads for name, (dtype, sort) in chosen.items()}
     wall: dict[str, list[float]] = {k: [] for k in variants}
