@@ -59,7 +59,7 @@ def apply_override(params: dict, assignment: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--dataset", default="Industrial_and_Scientific")
-    parser.add_argument("--methods", default="popularity,gru4rec,caser,sasrec")
+    parser.add_argument("--methods", default="popularity,markov,gru4rec,caser,sasrec")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--loss", choices=["bce", "ce"], default=None, help="override baselines.training.loss")
@@ -82,8 +82,9 @@ def main() -> None:
     results = {}
     for method in args.methods.split(","):
         started = time.perf_counter()
-        if method == "popularity":
-            results[f"{method}_metrics"] = nodes.train_popularity(items, splits["train"], splits["test"], params)
+        if method in ("popularity", "markov"):
+            train = getattr(nodes, f"train_{method}")
+            results[f"{method}_metrics"] = train(items, splits["train"], splits["test"], params)
         else:
             results[f"{method}_metrics"] = nodes.train_sequential_baseline(
                 method, items, splits["train"], splits["valid"], splits["test"], params, args.seed)

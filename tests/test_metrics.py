@@ -60,12 +60,12 @@ def test_paired_bootstrap_difference_and_interval():
         paired_bootstrap([1], [1, 2])
 
 
-def _seed_summary_module():
+def _quality_script(name: str):
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "quality" / "seed_summary.py"
-    spec = importlib.util.spec_from_file_location("seed_summary", path)
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "quality" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -75,7 +75,7 @@ def test_seed_summary_mean_and_sample_sd_over_metrics_files(tmp_path, capsys):
     """benchmarks/quality/seed_summary.py: mean and n−1 sd per metric; files on unequal rows refused."""
     import json
 
-    module = _seed_summary_module()
+    module = _quality_script("seed_summary")
     files = []
     for seed, (hr, ndcg) in enumerate([(0.10, 0.06), (0.12, 0.08), (0.14, 0.07)]):
         path = tmp_path / f"seed{seed}.json"
@@ -97,3 +97,43 @@ def test_seed_summary_mean_and_sample_sd_over_metrics_files(tmp_path, capsys):
         module.summarise([tmp_path / "bad.json"], ("HR@10", "NDCG@10"))
     assert module.main(["--model", "RL", str(tmp_path / "bad.json")]) == 2
     assert "no field" in capsys.readouterr().err
+
+
+def test_transition_breakdown_groups_rows_and_splits_ndcg_into_parts(tmp_path):
+    """benchmarks/quality/transition_breakdown.py: groups by the train transition of the last item,
+    exact per-group metrics for the Markov chain and a model, parts summing to the whole."""
+    import json
+
+    import pandas as pd
+
+    module = _quality_script("transition_breakdown")
+    data = tmp_path / "data"
+    (data / "02_intermediate").mkdir(parents=True)
+    (data / "03_primary").mkdir()
+    pd.DataFrame({"item_id": list("abcde")}).to_parquet(data / "02_intermediate/items.parquet")
+    train = pd.DataFrame({"user_id": ["u1", "u2", "u3"], "history": [["a"], ["d", "a"], ["b"]],
+                          "target": ["b", "b", "c"], "timestamp": [0, 1, 2]})
+    test = pd.DataFrame({"user_id": ["u1", "u2", "u3"], "history": [["c", "a"], ["b"], ["d"]],
+                         "target": ["b", "d", "e"], "timestamp": [3, 4, 5]})
+    train.to_parquet(data / "03_primary/train_sequences.parquet")
+    test.to_parquet(data / "03_primary/test_sequences.parquet")
+    (tmp_path / "sft").mkdir()
+    predictions = tmp_path / "sft" / "test_predictions.parquet"
+    pd.DataFrame({"user_id": test["user_id"], "target": test["target"],
+                  "ranked_items": [["c", "b"], ["d"], ["a"]]}).to_parquet(predictions)
+    out = tmp_path / "breakdown.json"
+    assert module.main([str(data), str(predictions), "--out", str(out)]) == 0
+    groups = json.loads(out.read_text())["groups"]
+    # a->b seen; b has successor c, not d; d has none. Markov: b at 1; c, b, a, d -> d at 4; b, c, a, d, e -> e at 5
+    markov, sft = groups["all"]["Markov chain"], groups["all"]["sft"]
+    assert markov["HR@1"] == pytest.approx(1 / 3) and markov["HR@10"] == 1.0
+    assert markov["NDCG@10"] == pytest.approx((1 + 1 / math.log2(5) + 1 / math.log2(6)) / 3)
+    assert sft["HR@10"] == pytest.approx(2 / 3) and sft["NDCG@10"] == pytest.approx((1 / math.log2(3) + 1) / 3)
+    assert [groups[g]["sft"]["rows"] for g in module.GROUPS] == [1, 1, 1]
+    assert groups["seen"]["sft"]["NDCG@10"] == pytest.approx(1 / math.log2(3))
+    assert groups["no successor"]["Markov chain"]["NDCG@10"] == pytest.approx(1 / math.log2(6))
+    assert sum(groups[g]["sft"]["NDCG@10 part"] for g in module.GROUPS) == pytest.approx(sft["NDCG@10"])
+
+    pd.DataFrame({"user_id": ["u1"], "target": ["b"], "ranked_items": [["b"]]}).to_parquet(predictions)
+    with pytest.raises(ValueError, match="not the test split's rows"):
+        module.main([str(data), str(predictions)])

@@ -9,9 +9,11 @@ from singer_rec.baselines.sequences import ItemIndex, encode_sequences
 from singer_rec.baselines.toy import rule_tables
 from singer_rec.baselines.training import (
     TrainConfig,
+    evaluate_markov,
     evaluate_model,
     evaluate_popularity,
     evaluate_scores,
+    markov_transitions,
     popularity_scores,
     train_with_grid,
 )
@@ -79,6 +81,23 @@ def test_popularity_counts_train_targets_and_breaks_ties_by_catalogue_order():
     test = encode_sequences(pd.DataFrame({"history": [["a"], ["a"]], "target": ["c", "a"]}), index, 2)
     m = evaluate_popularity(scores, test, ks=(3,))
     assert m == {"HR@3": 0.5, "NDCG@3": 0.5, "n": 2}
+
+
+def test_markov_ranks_by_transitions_from_the_last_item_then_by_popularity():
+    index = ItemIndex(["a", "b", "c", "d"])
+    train = encode_sequences(pd.DataFrame({"history": [["a"], ["c"], ["d", "a"], ["a"], ["b"]],
+                                           "target": ["b", "b", "b", "d", "c"]}), index, 2)
+    transitions = markov_transitions(train, index.num_items)
+    # rows: item index (a=1 ... d=4), columns: item index - 1; a->b twice, a->d, c->b, b->c
+    assert transitions.toarray().tolist() == [[0, 0, 0, 0], [0, 2, 0, 1], [0, 0, 1, 0], [0, 1, 0, 0], [0, 0, 0, 0]]
+    popularity = popularity_scores(train, index.num_items)  # b (3), then c, d (1 each), then a
+    test = encode_sequences(pd.DataFrame({"history": [["a"], ["b", "d"], ["c"], ["b"]],
+                                          "target": ["d", "c", "b", "a"]}), index, 2)
+    # a: b, d, then c, a by popularity -> d at 2; d has no successor: b, c, d, a -> c at 2;
+    # c: b at 1; b: c, then b, d, a -> a at 4
+    m = evaluate_markov(transitions, popularity, test, ks=(1, 3), batch_size=3)
+    assert m == pytest.approx({"HR@1": 0.25, "NDCG@1": 0.25, "HR@3": 0.75,
+                               "NDCG@3": (2 / np.log2(3) + 1) / 4, "n": 4}, abs=0, rel=1e-12)
 
 
 @pytest.mark.parametrize("name", ["gru4rec", "caser", "sasrec", "hstu"])

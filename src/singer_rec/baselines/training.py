@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from scipy import sparse
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
@@ -204,3 +205,33 @@ def popularity_scores(train: EncodedSequences, num_items: int) -> np.ndarray:
 
 def evaluate_popularity(scores: np.ndarray, data: EncodedSequences, ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
     return evaluate_scores(np.broadcast_to(scores, (len(data), len(scores))), data.targets - 1, ks)
+
+
+def markov_transitions(train: EncodedSequences, num_items: int) -> sparse.csr_matrix:
+    """First-order Markov chain: ``[num_items + 1, num_items]`` counts of (last history item -> target)
+    over the train rows (row = item index, column j = item index j + 1; row 0, padding, stays empty).
+
+    Train rows are every prefix of a user's train sequence, so each consecutive pair counts once.
+    """
+    last = train.histories[:, -1].numpy()
+    counts = np.ones(len(last), dtype=np.float64)
+    return sparse.csr_matrix((counts, (last, train.targets.numpy() - 1)), shape=(num_items + 1, num_items))
+
+
+def markov_ranks(transitions: sparse.csr_matrix, popularity: np.ndarray, data: EncodedSequences,
+                 batch_size: int = 1024) -> np.ndarray:
+    """Full-ranking ranks (1-based) of each row's target by the count of (last history item -> item)
+    in train; unseen transitions and ties fall back to ``popularity_scores`` (its strict order),
+    which stays below one transition."""
+    scale = popularity.max() + 1.0
+    ranks = []
+    for start in range(0, len(data), batch_size):
+        last = data.histories[start:start + batch_size, -1].numpy()
+        scores = transitions[last].toarray() * scale + popularity
+        ranks.append(_ranks(scores, data.targets[start:start + batch_size] - 1))
+    return np.concatenate(ranks)
+
+
+def evaluate_markov(transitions: sparse.csr_matrix, popularity: np.ndarray, data: EncodedSequences,
+                    ks: Sequence[int] = DEFAULT_KS, batch_size: int = 1024) -> dict[str, float]:
+    return metrics_from_ranks(list(markov_ranks(transitions, popularity, data, batch_size)), ks)

@@ -43,14 +43,14 @@ def test_pipeline_trains_every_baseline_and_collects_the_table(tmp_path):
     })
     pipeline = create_pipeline()
     assert {n.name for n in pipeline.nodes if "train" in n.tags} == {
-        "train_popularity", "train_gru4rec", "train_caser", "train_sasrec", "train_hstu", "train_tiger"}
+        "train_popularity", "train_markov", "train_gru4rec", "train_caser", "train_sasrec", "train_hstu", "train_tiger"}
     SequentialRunner().run(pipeline, catalog)
     table = catalog["baseline_metrics"].load()
-    assert table["method"].tolist() == ["Popularity", "GRU4Rec", "Caser", "SASRec", "HSTU", "TIGER"]
+    assert table["method"].tolist() == ["Popularity", "Markov chain", "GRU4Rec", "Caser", "SASRec", "HSTU", "TIGER"]
     assert list(table.columns) == ["method", *METRIC_COLUMNS, "n", "wall_time_s"]
     assert (table["n"] == 200).all()
     popularity = table.set_index("method").loc["Popularity", "HR@10"]
-    for method in ["GRU4Rec", "Caser", "SASRec", "HSTU", "TIGER"]:
+    for method in ["Markov chain", "GRU4Rec", "Caser", "SASRec", "HSTU", "TIGER"]:
         assert table.set_index("method").loc[method, "HR@10"] >= 0.9 > popularity + 0.5
     sasrec = catalog["baseline_sasrec_metrics"].load()
     assert sasrec["learning_rate"] == 1e-2 and sasrec["grid_points_tried"] == 1

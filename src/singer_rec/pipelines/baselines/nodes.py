@@ -14,8 +14,10 @@ from singer_rec.baselines import tiger
 from singer_rec.baselines.sequences import ItemIndex, encode_sequences
 from singer_rec.baselines.training import (
     TrainConfig,
+    evaluate_markov,
     evaluate_model,
     evaluate_popularity,
+    markov_transitions,
     popularity_scores,
     train_with_grid,
 )
@@ -24,7 +26,7 @@ from singer_rec.training import common
 logger = logging.getLogger(__name__)
 
 METRIC_COLUMNS = ["HR@3", "NDCG@3", "HR@5", "NDCG@5", "HR@10", "NDCG@10"]
-DISPLAY_NAMES = {"popularity": "Popularity", "gru4rec": "GRU4Rec", "caser": "Caser", "sasrec": "SASRec", "hstu": "HSTU",
+DISPLAY_NAMES = {"popularity": "Popularity", "markov": "Markov chain", "gru4rec": "GRU4Rec", "caser": "Caser", "sasrec": "SASRec", "hstu": "HSTU",
                  "tiger": "TIGER"}
 
 
@@ -86,6 +88,18 @@ def train_popularity(items: pd.DataFrame, train_sequences: pd.DataFrame, test_se
     started = time.perf_counter()
     index, data = _encode(items, {"train": train_sequences, "test": test_sequences}, params["max_history"])
     metrics = evaluate_popularity(popularity_scores(data["train"], index.num_items), data["test"])
+    return {**metrics, "wall_time_s": round(time.perf_counter() - started, 2)}
+
+
+def train_markov(items: pd.DataFrame, train_sequences: pd.DataFrame, test_sequences: pd.DataFrame,
+                 params: dict[str, Any]) -> dict[str, float]:
+    """First-order Markov chain: the items most often bought right after the row's last item in
+    train, then the most popular ones. No parameters, nothing to select on valid."""
+    started = time.perf_counter()
+    index, data = _encode(items, {"train": train_sequences, "test": test_sequences}, params["max_history"])
+    transitions = markov_transitions(data["train"], index.num_items)
+    metrics = evaluate_markov(transitions, popularity_scores(data["train"], index.num_items), data["test"])
+    logger.info("markov test %s", {k: round(v, 4) for k, v in metrics.items()})
     return {**metrics, "wall_time_s": round(time.perf_counter() - started, 2)}
 
 

@@ -11,6 +11,8 @@ def create_pipeline(**kwargs) -> Pipeline:
     trained = [
         Node(nodes.train_popularity, ["items", "train_sequences", "test_sequences", "params:baselines"],
              "baseline_popularity_metrics", name="train_popularity", tags=["train"]),
+        Node(nodes.train_markov, ["items", "train_sequences", "test_sequences", "params:baselines"],
+             "baseline_markov_metrics", name="train_markov", tags=["train"]),
     ]
     trained += [
         Node(func, [*SPLITS, "params:baselines", "params:seed"], f"baseline_{name}_metrics",
