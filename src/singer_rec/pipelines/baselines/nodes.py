@@ -26,8 +26,8 @@ from singer_rec.training import common
 logger = logging.getLogger(__name__)
 
 METRIC_COLUMNS = ["HR@3", "NDCG@3", "HR@5", "NDCG@5", "HR@10", "NDCG@10"]
-DISPLAY_NAMES = {"popularity": "Popularity", "markov": "Markov chain", "gru4rec": "GRU4Rec", "caser": "Caser", "sasrec": "SASRec", "hstu": "HSTU",
-                 "tiger": "TIGER"}
+DISPLAY_NAMES = {"popularity": "Popularity", "markov": "Markov chain", "gru4rec": "GRU4Rec", "caser": "Caser",
+                 "sasrec": "SASRec", "hstu": "HSTU", "tiger": "TIGER"}
 
 
 def _check_keys(values: Any, allowed: set[str], where: str) -> dict[str, Any]:
