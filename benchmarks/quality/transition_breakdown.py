@@ -42,20 +42,18 @@ def transition_groups(transitions, last_items: np.ndarray, targets: np.ndarray) 
 
 def group_table(groups: np.ndarray, ranks: dict[str, list[int | None]]) -> dict[str, dict]:
     """``{group: {model: {rows, HR@1, HR@10, NDCG@10, NDCG@10 part}}}`` with an ``all`` group."""
+    gains = {model: {metric: per_row_gain(model_ranks, metric) for metric in ("HR@1", "HR@10", "NDCG@10")}
+             for model, model_ranks in ranks.items()}
     out = {}
     for group in ("all", *GROUPS):
         mask = np.ones(len(groups), bool) if group == "all" else groups == group
-        out[group] = {}
-        for model, model_ranks in ranks.items():
-            ndcg = per_row_gain(model_ranks, "NDCG@10")
-            rows = int(mask.sum())
-            out[group][model] = {
-                "rows": rows,
-                "HR@1": float(per_row_gain(model_ranks, "HR@1")[mask].mean()) if rows else 0.0,
-                "HR@10": float(per_row_gain(model_ranks, "HR@10")[mask].mean()) if rows else 0.0,
-                "NDCG@10": float(ndcg[mask].mean()) if rows else 0.0,
-                "NDCG@10 part": float(ndcg[mask].sum() / len(groups)),
-            }
+        rows = int(mask.sum())
+        out[group] = {
+            model: {"rows": rows,
+                    **{metric: float(gain[mask].mean()) if rows else 0.0 for metric, gain in per_metric.items()},
+                    "NDCG@10 part": float(per_metric["NDCG@10"][mask].sum() / len(groups))}
+            for model, per_metric in gains.items()
+        }
     return out
 
 
@@ -68,11 +66,16 @@ def markdown(table: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def prediction_ranks(predictions: pd.DataFrame) -> list[int | None]:
+    """Each row's target rank in its ``ranked_items`` (None when absent)."""
+    return [hit_rank(list(items), target) for items, target in zip(predictions["ranked_items"], predictions["target"])]
+
+
 def read_ranks(path: Path, test: pd.DataFrame) -> list[int | None]:
     frame = pd.read_parquet(path, columns=["user_id", "target", "ranked_items"])
     if len(frame) != len(test) or not (frame["target"].astype(str).values == test["target"].astype(str).values).all():
         raise ValueError(f"{path}: its rows are not the test split's rows in order ({len(frame)} and {len(test)} rows)")
-    return [hit_rank(list(items), target) for items, target in zip(frame["ranked_items"], frame["target"])]
+    return prediction_ranks(frame)
 
 
 def train_row_check(model: Path, train: pd.DataFrame, rows: int, transitions, popularity, index: ItemIndex) -> dict:
@@ -81,13 +84,12 @@ def train_row_check(model: Path, train: pd.DataFrame, rows: int, transitions, po
 
     sample = train.sample(min(rows, len(train)), random_state=0).reset_index(drop=True)
     params = yaml.safe_load((ROOT / "conf/base/parameters_evaluate.yml").read_text())["evaluate"]
-    predictions = predict_next_items(model, sample, params, "train_sequences")
-    model_ranks = [hit_rank(list(i), t) for i, t in zip(predictions["ranked_items"], predictions["target"])]
+    model_ranks = prediction_ranks(predict_next_items(model, sample, params, "train_sequences"))
     encoded = encode_sequences(sample, index, MAX_HISTORY, name="train_sequences")
+    chain_ranks = list(markov_ranks(transitions, popularity, encoded))
     return {"rows": len(sample), "model": str(model),
             "model_metrics": {k: float(per_row_gain(model_ranks, k).mean()) for k in ("HR@1", "HR@10")},
-            "markov_in_sample": {k: float(per_row_gain(list(markov_ranks(transitions, popularity, encoded)), k).mean())
-                                 for k in ("HR@1", "HR@10")}}
+            "markov_in_sample": {k: float(per_row_gain(chain_ranks, k).mean()) for k in ("HR@1", "HR@10")}}
 
 
 def main(argv: list[str] | None = None) -> int:
