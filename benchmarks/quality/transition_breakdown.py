@@ -10,6 +10,8 @@ DATA is an environment's data root (02_intermediate/items.parquet, 03_primary/*_
 Groups of test rows: `seen` (train holds the transition), `other successor` (the last item has train
 successors, none of them the target), `no successor`. Per group and model: rows, HR@1, HR@10,
 NDCG@10, and the group's part of the model's NDCG@10 over all rows (the parts add up to it).
+Over all rows, each model against the chain: B − A on HR@10 and NDCG@10 with a 95% paired-bootstrap
+interval (`singer_rec.metrics.paired_bootstrap`), the per-seed check of "above the chain".
 With --model (a model folder), the model also ranks a seeded sample of train rows, the rows it was
 trained on: how much of its training data it reproduces, beside the Markov chain's in-sample numbers.
 """
@@ -26,7 +28,7 @@ import yaml
 
 from singer_rec.baselines.sequences import ItemIndex, encode_sequences
 from singer_rec.baselines.training import markov_ranks, markov_transitions, popularity_scores
-from singer_rec.metrics import hit_rank, per_row_gain
+from singer_rec.metrics import hit_rank, paired_bootstrap, per_row_gain
 
 ROOT = Path(__file__).resolve().parents[2]
 GROUPS = ("seen", "other successor", "no successor")
@@ -64,6 +66,12 @@ def markdown(table: dict[str, dict]) -> str:
             lines.append(f"| {group} | {model} | {m['rows']} | {m['HR@1']:.3f} | {m['HR@10']:.3f} | "
                          f"{m['NDCG@10']:.4f} | {m['NDCG@10 part']:.4f} |")
     return "\n".join(lines)
+
+
+def against_chain(ranks: dict[str, list[int | None]], chain: str = "Markov chain") -> dict[str, dict]:
+    """``{model: {metric: paired bootstrap of model − chain}}`` for HR@10 and NDCG@10 over all rows."""
+    return {model: {metric: paired_bootstrap(ranks[chain], model_ranks, metric) for metric in ("HR@10", "NDCG@10")}
+            for model, model_ranks in ranks.items() if model != chain}
 
 
 def prediction_ranks(predictions: pd.DataFrame) -> list[int | None]:
@@ -113,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     groups = transition_groups(transitions, encoded_test.histories[:, -1].numpy().copy(), encoded_test.targets.numpy())
     result = {"data": str(args.data), "test_rows": len(test), "groups": group_table(groups, ranks)}
     print(markdown(result["groups"]))
+    result["against_markov"] = against_chain(ranks)
+    for model, per_metric in result["against_markov"].items():
+        print(model, "minus the Markov chain:", ", ".join(
+            f"{metric} {d['mean']:+.4f} [{d['ci95_low']:+.4f}, {d['ci95_high']:+.4f}]" for metric, d in per_metric.items()))
     if args.model:
         result["train_rows"] = train_row_check(args.model, train, args.train_rows, transitions, popularity, index)
         print(json.dumps(result["train_rows"], indent=1))
