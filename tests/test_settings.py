@@ -100,10 +100,10 @@ def test_cpu_budget_is_one_run_config_flag_with_nested_params():
     """`kedro run --config=conf/cpu_budget.yml` as Kedro's CLI parses it: nested params, merged key by key."""
     context = run_command.make_context("run", ["--env", "industrial", "--config", str(CONF / "cpu_budget.yml")])
     runtime_params = context.params["params"]
-    assert runtime_params["sft"]["train"]["epochs"] == 6
+    assert runtime_params["sft"]["train"]["epochs"] == 10
     params = _parameters(context.params["env"], runtime_params)
     industrial = _parameters("industrial")
-    assert params["sft"]["train"] == {**industrial["sft"]["train"], "learning_rate": 1.0e-3, "epochs": 6, "patience": 2,
+    assert params["sft"]["train"] == {**industrial["sft"]["train"], "learning_rate": 1.0e-3, "epochs": 10, "patience": 2,
                                       "max_valid_samples": 500, "valid_ranking_rows": 500}
     assert params["sft"]["train"]["num_threads"] is None  # all cores: the recipe alone on the machine
     assert params["rl"]["settings"] == {**industrial["rl"]["settings"], "learning_rate": 5.0e-5, "batch_size": 32,
