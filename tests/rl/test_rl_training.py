@@ -142,3 +142,26 @@ def test_bf16_autocast_step_runs_the_device_path(monkeypatch):
         assert all(math.isfinite(record[key]) for key in ("loss", "kl", "entropy", "mean_reward"))
     # every host copy is a [prompts, k] block of decoded items or scores, never a step's logits
     assert copies and all(len(shape) == 2 and shape[1] <= settings.num_generations for shape in copies)
+
+
+@pytest.mark.parametrize("disable_dropout", [False, True])
+def test_disable_dropout_makes_the_first_update_see_the_reference(disable_dropout):
+    """At step 1 the policy's weights equal the reference's. With dropout on in the update (the
+    scratch model trains with attention dropout), their log-probs still differ, so the KL term is
+    positive and its gradient trains dropout invariance; with ``disable_dropout`` the KL is exactly 0."""
+    policy, reference, tokenizer, examples, sid_dict, title_dict, settings = _setup(
+        alignment="full", disable_dropout=disable_dropout, learning_rate=0.0)
+    for model in (policy, reference):
+        for layer in model.model.layers:
+            layer.self_attn.attention_dropout = 0.5
+    with torch.no_grad():
+        groups = rlt.rollout(policy, examples, sid_dict, title_dict, settings, 1, 1, tokenizer.pad_token_id, guide=False)
+    optimizer, scheduler = common.optimizer_and_schedule(policy, 0.0, 0.0, 1)
+    torch.manual_seed(0)
+    stats = rlt.policy_update(policy, reference, groups, settings, optimizer, scheduler, tokenizer.pad_token_id,
+                              common.Dist())
+    if disable_dropout:
+        assert stats["kl"] == 0.0
+    else:
+        assert stats["kl"] > 1e-5  # 2.7e-4 with this tiny random model
+    assert not policy.training  # rollouts after the update run without dropout either way

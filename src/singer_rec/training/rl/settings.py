@@ -38,6 +38,7 @@ class RLSettings:
     guide_min_items: int = 2           # guide_depth: items
     autocast: str = "off"              # off | auto (bf16 where supported) | bf16: rollouts and update forwards
     beta: float = 0.1                  # KL weight (k3 estimator)
+    disable_dropout: bool = False      # update forwards in eval mode: policy = reference at step 1 (KL 0)
     epsilon: float = 0.2
     learning_rate: float = 1e-5
     weight_decay: float = 0.0

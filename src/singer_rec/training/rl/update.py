@@ -36,7 +36,9 @@ def policy_update(
             old_logps.append(completion_logprobs(policy, prompts, completions, pad_token_id).logp if settings.num_iterations > 1 else None)
             ref_logps.append(completion_logprobs(reference, prompts, completions, pad_token_id).logp if reference is not None and settings.beta > 0 else None)
     totals = defaultdict(float)
-    policy.train()
+    # with dropout on, the policy's log-probs differ from the reference's even where the weights are
+    # equal, and the KL term trains dropout invariance (trl's GRPOConfig.disable_dropout)
+    policy.train(not settings.disable_dropout)
     for inner in range(settings.num_iterations):
         optimizer.zero_grad(set_to_none=True)
         for chunk, old, ref in zip(micro, old_logps, ref_logps):
