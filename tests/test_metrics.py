@@ -137,3 +137,43 @@ def test_transition_breakdown_groups_rows_and_splits_ndcg_into_parts(tmp_path):
     pd.DataFrame({"user_id": ["u1"], "target": ["b"], "ranked_items": [["b"]]}).to_parquet(predictions)
     with pytest.raises(ValueError, match="not the test split's rows"):
         module.main([str(data), str(predictions)])
+
+
+def test_ablation_summary_pairs_each_variant_with_sft_and_singer(tmp_path, capsys):
+    """benchmarks/quality/ablation_summary.py: exact differences against SFT and SINGER on the same
+    rows, the runs' reports and valid curves carried over, a missing variant refused by name."""
+    import json
+
+    import pandas as pd
+
+    module = _quality_script("ablation_summary")
+    root = tmp_path / "office"
+    users, targets = ["u1", "u2", "u3", "u4"], ["a", "b", "c", "d"]
+    ranked = {"sft": [["a"], ["x", "b"], ["x"], ["x"]],          # hits at 1, 2
+              "rl": [["a"], ["b"], ["x"], ["x"]],                 # hits at 1, 1
+              "beam": [["x", "a"], ["b"], ["c"], ["x"]]}          # hits at 2, 1, 1
+    for name, items in ranked.items():
+        (root / "07_model_output" / name).mkdir(parents=True)
+        pd.DataFrame({"user_id": users, "target": targets, "ranked_items": items}).to_parquet(
+            root / "07_model_output" / name / "test_predictions.parquet")
+    for folder, kl in (("rl", 0.25), ("ablations/beam", 0.09)):
+        (root / "08_reporting" / folder).mkdir(parents=True)
+        (root / "08_reporting" / folder / "train_report.json").write_text(json.dumps({"last_kl": kl, "wall_seconds": 600}))
+        (root / "08_reporting" / folder / "train_history.json").write_text(
+            json.dumps({"valid_curve": [{"step": 0, "NDCG@10": 0.1}, {"step": 25, "NDCG@10": 0.12}]}))
+
+    out = module.summarise(root, ["beam"], "toy", resamples=50)
+    gain2 = 1 / math.log2(3)
+    assert out["sft_test"]["NDCG@10"] == pytest.approx((1 + gain2) / 4)
+    assert out["singer_minus_sft"]["NDCG@10"]["mean"] == pytest.approx(round((1 - gain2) / 4, 5))
+    beam = out["variants"]["beam"]
+    assert beam["test"]["HR@10"] == 0.75 and beam["report"]["last_kl"] == 0.09
+    assert beam["minus_sft"]["NDCG@10"]["mean"] == pytest.approx(round((1 - gain2 + 1 - 1 + gain2) / 4, 5))
+    assert beam["minus_singer"]["NDCG@10"]["mean"] == pytest.approx(round((gain2 - 1 + 1) / 4, 5))
+    assert [p["step"] for p in out["variants"]["singer"]["valid_curve"]] == [0, 25]
+    table = module.markdown(out).splitlines()
+    assert [row.split(" | ")[0] for row in table[2:]] == ["| sft-only", "| beam", "| singer"]
+    assert table[3].endswith("| 0.09 | 10.0 |")
+
+    assert module.main([str(root), "beam", "dynamic"]) == 2
+    assert "07_model_output/dynamic/test_predictions.parquet" in capsys.readouterr().err
