@@ -177,3 +177,9 @@ def test_ablation_summary_pairs_each_variant_with_sft_and_singer(tmp_path, capsy
 
     assert module.main([str(root), "beam", "dynamic"]) == 2
     assert "07_model_output/dynamic/test_predictions.parquet" in capsys.readouterr().err
+
+    (root / "07_model_output" / "acc").mkdir()
+    pd.DataFrame({"user_id": users[:3], "target": targets[:3], "ranked_items": [["a"]] * 3}).to_parquet(
+        root / "07_model_output" / "acc" / "test_predictions.parquet")
+    with pytest.raises(ValueError, match="same \\(user_id, target\\) rows"):
+        module.summarise(root, ["acc"], "toy", resamples=50)

@@ -19,14 +19,17 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or loaded by path (tests)
-from paired_bootstrap import compare  # noqa: E402
+from paired_bootstrap import bootstrap_differences, check_same_rows, read_ranks  # noqa: E402
+
+from singer_rec.metrics import metrics_from_ranks  # noqa: E402
 
 SHOWN = ("HR@5", "NDCG@5", "HR@10", "NDCG@10")
 
 
-def _rounded(minus: dict) -> dict:
-    return {m: {k: round(float(v[k]), 5) for k in ("mean", "ci95_low", "ci95_high")} for m, v in minus.items()
-            if m in SHOWN}
+def _differences(ranks_a: list, ranks_b: list, resamples: int) -> dict:
+    """B − A on the shown metrics, rounded, with the interval of benchmarks/quality/paired_bootstrap.py."""
+    return {m: {k: round(float(v[k]), 5) for k in ("mean", "ci95_low", "ci95_high")}
+            for m, v in bootstrap_differences(ranks_a, ranks_b, resamples, metrics=SHOWN).items()}
 
 
 def _run_files(root: Path, variant: str) -> tuple[Path, Path]:
@@ -41,22 +44,26 @@ def summarise(root: Path, variants: list[str], label: str, resamples: int = 2000
     missing = [str(path) for path in predictions.values() if not path.is_file()]
     if missing:
         raise FileNotFoundError(f"not run yet (no test predictions): {', '.join(missing)}")
-    singer = compare(predictions["sft"], predictions["rl"], resamples)
+    sft_frame, sft_ranks = read_ranks(predictions["sft"])
+    ranks = {"sft": sft_ranks}  # each file read once; every model paired on the SFT model's rows
+    for name in ["rl", *variants]:
+        frame, ranks[name] = read_ranks(predictions[name])
+        check_same_rows(sft_frame, predictions["sft"], frame, predictions[name])
+    singer_minus_sft = _differences(ranks["sft"], ranks["rl"], resamples)
     out = {"label": label, "data": str(root), "resamples": resamples,
-           "sft_test": singer["a_metrics"], "singer_test": singer["b_metrics"],
-           "singer_minus_sft": _rounded(singer["b_minus_a"]), "variants": {}}
+           "sft_test": metrics_from_ranks(ranks["sft"]), "singer_test": metrics_from_ranks(ranks["rl"]),
+           "singer_minus_sft": singer_minus_sft, "variants": {}}
     for name in ["singer", *variants]:
         report_path, history_path = _run_files(root, name)
         report = json.loads(report_path.read_text()) if report_path.is_file() else {}
         history = json.loads(history_path.read_text()) if history_path.is_file() else {}
         entry = {"report": report, "valid_curve": history.get("valid_curve", [])}
-        if name != "singer":
-            minus_sft = compare(predictions["sft"], predictions[name], resamples)
-            minus_singer = compare(predictions["rl"], predictions[name], resamples)
-            entry |= {"test": minus_sft["b_metrics"], "minus_sft": _rounded(minus_sft["b_minus_a"]),
-                      "minus_singer": _rounded(minus_singer["b_minus_a"])}
+        if name == "singer":
+            entry |= {"test": out["singer_test"], "minus_sft": singer_minus_sft}
         else:
-            entry |= {"test": singer["b_metrics"], "minus_sft": out["singer_minus_sft"]}
+            entry |= {"test": metrics_from_ranks(ranks[name]),
+                      "minus_sft": _differences(ranks["sft"], ranks[name], resamples),
+                      "minus_singer": _differences(ranks["rl"], ranks[name], resamples)}
         out["variants"][name] = entry
     return out
 

@@ -24,19 +24,28 @@ def read_ranks(path: Path) -> tuple[pd.DataFrame, list[int | None]]:
     return frame, [hit_rank(list(items), target) for items, target in zip(frame["ranked_items"], frame["target"])]
 
 
-def compare(path_a: Path, path_b: Path, resamples: int = 2000, seed: int = 0) -> dict:
-    frame_a, ranks_a = read_ranks(path_a)
-    frame_b, ranks_b = read_ranks(path_b)
+def check_same_rows(frame_a: pd.DataFrame, path_a: Path, frame_b: pd.DataFrame, path_b: Path) -> None:
+    """Paired comparisons need the same (user_id, target) rows in the same order."""
     keys = ["user_id", "target"]
     if not frame_a[keys].reset_index(drop=True).equals(frame_b[keys].reset_index(drop=True)):
         raise ValueError(f"{path_a} and {path_b} do not hold the same (user_id, target) rows in the same order "
                          f"({len(frame_a)} and {len(frame_b)} rows)")
-    out = {"a": str(path_a), "b": str(path_b), "resamples": resamples, "seed": seed,
-           "a_metrics": metrics_from_ranks(ranks_a), "b_metrics": metrics_from_ranks(ranks_b), "b_minus_a": {}}
-    for k in DEFAULT_KS:
-        for name in ("HR", "NDCG"):
-            out["b_minus_a"][f"{name}@{k}"] = paired_bootstrap(ranks_a, ranks_b, f"{name}@{k}", resamples, seed)
-    return out
+
+
+def bootstrap_differences(ranks_a: list[int | None], ranks_b: list[int | None], resamples: int = 2000,
+                          seed: int = 0, metrics: tuple[str, ...] | None = None) -> dict:
+    """B − A with its paired-bootstrap interval per metric (default: HR and NDCG at every K)."""
+    metrics = metrics or tuple(f"{name}@{k}" for k in DEFAULT_KS for name in ("HR", "NDCG"))
+    return {metric: paired_bootstrap(ranks_a, ranks_b, metric, resamples, seed) for metric in metrics}
+
+
+def compare(path_a: Path, path_b: Path, resamples: int = 2000, seed: int = 0) -> dict:
+    frame_a, ranks_a = read_ranks(path_a)
+    frame_b, ranks_b = read_ranks(path_b)
+    check_same_rows(frame_a, path_a, frame_b, path_b)
+    return {"a": str(path_a), "b": str(path_b), "resamples": resamples, "seed": seed,
+            "a_metrics": metrics_from_ranks(ranks_a), "b_metrics": metrics_from_ranks(ranks_b),
+            "b_minus_a": bootstrap_differences(ranks_a, ranks_b, resamples, seed)}
 
 
 def main(argv: list[str] | None = None) -> int:
