@@ -79,16 +79,20 @@ def test_ablations_write_one_table_with_every_variant(tmp_path, monkeypatch):
     SequentialRunner().run(create_pipeline(DEFINITIONS), catalog)
     assert sft_calls == [(["semantic"], ["semantic"], str(tmp_path / "work" / "sft-semantic"), 1)]
     table = pd.read_csv(tmp_path / "out" / "ablations.csv")
-    assert table["variant"].tolist() == list(DEFINITIONS)
+    # the semantic-only SFT model, evaluated in its own namespace, is the last row (alignment none, no RL)
+    assert table["variant"].tolist() == [*DEFINITIONS, "sft-semantic"]
     assert table[["alignment", "sampling", "reward", "title_reward", "guide_depth"]].values.tolist() == [
         ["sft", "-", "-", "-", "-"], ["full", "beam+prefix", "full", "acc-rank", "schedule"],
-        ["full", "beam", "acc", "acc-rank", "schedule"], ["none", "beam+prefix", "full", "acc-rank", "schedule"]]
-    assert table["n"].tolist() == [8, 8, 8, 8] and table["rl_steps"].tolist() == [0, 2, 2, 2]
-    assert table["run"].tolist() == [True] * 4
-    # the sft-only row is exactly the evaluate stage's metrics of the SFT model
+        ["full", "beam", "acc", "acc-rank", "schedule"], ["none", "beam+prefix", "full", "acc-rank", "schedule"],
+        ["none", "-", "-", "-", "-"]]
+    assert table["n"].tolist() == [8, 8, 8, 8, 8] and table["rl_steps"].tolist() == [0, 2, 2, 2, 0]
+    assert table["run"].tolist() == [True] * 5
+    # the sft-only row is exactly the evaluate stage's metrics of the SFT model; the sft-semantic row
+    # too, since the stand-in SFT stage above hands back a copy of that model
     _, direct = evaluate_test(sft_path, test_sequences, EVALUATE)
     for metric in ("HR@3", "NDCG@3", "HR@10", "NDCG@10"):
         assert table.loc[0, metric] == pytest.approx(direct[metric])
+        assert table.loc[4, metric] == pytest.approx(direct[metric])
     # each RL variant trained in its own work folder (one finished run each)
     for variant in ("singer", "grpo-acc", "align-none"):
         runs = [p for p in (tmp_path / "work" / variant).iterdir() if (p / "model" / modeling.META_FILE).is_file()]
@@ -99,7 +103,7 @@ def test_ablations_write_one_table_with_every_variant(tmp_path, monkeypatch):
     assert {m: unseen[m] for m in ranking} == pytest.approx({m: direct[m] for m in ranking})
     markdown = (tmp_path / "out" / "ablations.md").read_text()
     assert markdown.startswith("| variant | alignment | sampling | reward | title_reward | guide_depth | HR@3 |")
-    assert len(markdown.strip().splitlines()) == 2 + 4
+    assert len(markdown.strip().splitlines()) == 2 + 5
 
 
 def test_one_namespace_per_variant_and_a_table_over_them():
@@ -114,10 +118,18 @@ def test_one_namespace_per_variant_and_a_table_over_them():
     assert one.inputs() == {"sft_model", "rl_dataset", "sft_dataset_valid", "items", "item_sids", "test_sequences", "params:rl",
                             "params:evaluate", "params:ablations", "params:prompts", "params:seed"}
     assert pipe.filter(node_namespaces=["align-none"]).inputs() >= {"sft-semantic.sft_model"}
+    assert sorted(n.name for n in pipe.filter(node_namespaces=["sft-semantic"]).nodes) == [
+        "sft-semantic.evaluate_test", "sft-semantic.semantic_sft_params", "sft-semantic.semantic_train_rows",
+        "sft-semantic.semantic_valid_rows", "sft-semantic.train_sft_model", "sft-semantic.variant_parameters"]
     (table,) = [n for n in pipe.nodes if n.name == "build_ablation_table"]
     assert set(table.inputs) == {"params:ablations", "params:rl", "sft-only.test_metrics", "singer.test_metrics",
                                  "grpo-acc.test_metrics", "align-none.test_metrics", "singer.rl_report",
-                                 "grpo-acc.rl_report", "align-none.rl_report"}
+                                 "grpo-acc.rl_report", "align-none.rl_report", "sft-semantic.test_metrics"}
+    # without an alignment variant that needs it, neither the semantic-only SFT model nor its row
+    plain = create_pipeline({"sft-only": "sft-only", "singer": {}})
+    assert not {n.namespace for n in plain.nodes} & {"sft-semantic"}
+    (table,) = [n for n in plain.nodes if n.name == "build_ablation_table"]
+    assert "sft-semantic.test_metrics" not in table.inputs
 
 
 def test_the_table_names_variants_not_run_yet(tmp_path):

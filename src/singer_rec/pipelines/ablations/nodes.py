@@ -19,6 +19,7 @@ logger = logging.getLogger(__name__)
 
 METRICS = ["HR@3", "NDCG@3", "HR@5", "NDCG@5", "HR@10", "NDCG@10"]
 SFT_ONLY = "sft-only"
+SEMANTIC_SFT = "sft-semantic"  # the semantic-only SFT model: a row of its own when it was evaluated
 # the rl settings a row names (a key the settings leave out reads as RLSettings' default)
 SETTING_COLUMNS = ("alignment", "sampling", "reward", "title_reward", "guide_depth")  # a variant without RL: the SFT model itself
 # alignment variants whose SFT stage had no alignment tasks: they start from the semantic-only SFT model
@@ -87,7 +88,7 @@ def variant_row(name: str, overrides: Any, metrics: dict | None, report: dict | 
                 rl_settings: dict[str, Any]) -> dict[str, Any]:
     """One row of the ablation table (metrics NaN and ``run`` False for a variant not run yet)."""
     if is_sft_only(overrides):
-        described = {key: "-" for key in SETTING_COLUMNS} | {"alignment": "sft"}
+        described = {key: "-" for key in SETTING_COLUMNS} | {"alignment": "none" if name == SEMANTIC_SFT else "sft"}
     else:
         settings = {**rl_settings, **overrides}
         described = {key: settings.get(key, getattr(RLSettings, key)) for key in SETTING_COLUMNS}
@@ -110,6 +111,8 @@ def ablation_table(ablations: dict[str, Any], rl: dict[str, Any], **results: dic
     rows = [variant_row(name, overrides, results.get(f"{name}.test_metrics"), results.get(f"{name}.rl_report"),
                         rl.get("settings") or {})
             for name, overrides in ablations["definitions"].items()]
+    if results.get(f"{SEMANTIC_SFT}.test_metrics") is not None:
+        rows.append(variant_row(SEMANTIC_SFT, SFT_ONLY, results[f"{SEMANTIC_SFT}.test_metrics"], None, {}))
     missing = [row["variant"] for row in rows if not row["run"]]
     if missing:
         logger.warning("ablation table: not run yet: %s (kedro run --pipeline=ablations --namespaces=...)", missing)

@@ -24,7 +24,7 @@ from singer_rec.pipelines.rl.nodes import plot_reward_distribution, train_rl_mod
 from singer_rec.pipelines.sft.nodes import train_sft_model
 
 DEFINITIONS_FILE = Path("base") / "parameters_ablations.yml"
-SEMANTIC_SFT = "sft-semantic"
+SEMANTIC_SFT = nodes.SEMANTIC_SFT
 SHARED = ["sft_model", "sft_dataset_train", "sft_dataset_valid", "rl_dataset", "items", "item_sids", "test_sequences"]
 
 
@@ -78,7 +78,8 @@ def _namespaced(body: Pipeline, namespace: str, renamed: dict[str, str] | None =
 
 
 def semantic_sft_pipeline() -> Pipeline:
-    """Namespace ``sft-semantic``: the SFT stage's node on the semantic rows only."""
+    """Namespace ``sft-semantic``: the SFT stage's node on the semantic rows only, and that model's
+    test ranking (Fig. 4a's "no alignment, no RL" point, the start of ``align-none`` / ``align-rl``)."""
     body = Pipeline([
         Node(nodes.semantic_rows, ["sft_dataset_train", "params:rl"], "train_rows", name="semantic_train_rows",
              tags=["ablations"]),
@@ -89,8 +90,16 @@ def semantic_sft_pipeline() -> Pipeline:
         Node(train_sft_model, ["train_rows", "valid_rows", "items", "item_sids", "sft_params", "params:prompts",
                                "params:seed"], ["sft_model", "sft_report"], name="train_sft_model",
              tags=["ablations", "sft", "train"]),
+        Node(nodes.variant_evaluate_params, ["params:evaluate", "params:ablations"], "evaluate_params",
+             name="variant_parameters", tags=["ablations"]),
+        *_evaluation(SEMANTIC_SFT, "sft_model"),
     ])
     return _namespaced(body, SEMANTIC_SFT)
+
+
+def _uses_semantic_sft(definitions: dict[str, Any]) -> bool:
+    return any(not nodes.is_sft_only(o) and (o or {}).get("alignment") in nodes.SEMANTIC_SFT_ALIGNMENTS
+               for o in definitions.values())
 
 
 def table_node(definitions: dict[str, Any]) -> Node:
@@ -100,6 +109,8 @@ def table_node(definitions: dict[str, Any]) -> Node:
         inputs[f"{name}.test_metrics"] = f"{name}.test_metrics"
         if not nodes.is_sft_only(overrides):
             inputs[f"{name}.rl_report"] = f"{name}.rl_report"
+    if _uses_semantic_sft(definitions):
+        inputs[f"{SEMANTIC_SFT}.test_metrics"] = f"{SEMANTIC_SFT}.test_metrics"
     return Node(nodes.ablation_table, inputs, ["ablation_table", "ablation_table_markdown"],
                 name="build_ablation_table", tags=["ablations"])
 
@@ -109,8 +120,7 @@ def create_pipeline(definitions: dict[str, Any] | None = None, **kwargs) -> Pipe
     unseen-domain study (``--tags=unseen_domain``)."""
     definitions = conf_definitions() if definitions is None else definitions
     parts = [variant_pipeline(name, overrides) for name, overrides in definitions.items()]
-    if any(not nodes.is_sft_only(o) and (o or {}).get("alignment") in nodes.SEMANTIC_SFT_ALIGNMENTS
-           for o in definitions.values()):
+    if _uses_semantic_sft(definitions):
         parts.append(semantic_sft_pipeline())
     if definitions:
         parts.append(Pipeline([table_node(definitions)]))
