@@ -183,3 +183,41 @@ def test_ablation_summary_pairs_each_variant_with_sft_and_singer(tmp_path, capsy
         root / "07_model_output" / "acc" / "test_predictions.parquet")
     with pytest.raises(ValueError, match="same \\(user_id, target\\) rows"):
         module.summarise(root, ["acc"], "toy", resamples=50)
+
+
+@pytest.mark.slow
+def test_rank_valid_scores_every_valid_row_as_the_evaluate_stage(tmp_path, capsys):
+    """benchmarks/quality/rank_valid.py: each model's metrics are evaluate_valid's over all valid rows
+    (the project's evaluate parameters), the second model is paired with the first, and a folder that
+    is no model is refused by name."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    from singer_rec.pipelines.evaluate.nodes import evaluate_valid
+
+    spec = importlib.util.spec_from_file_location("tiny_world", Path(__file__).parent / "rl" / "tiny_world.py")
+    tiny_world = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tiny_world)
+    module = _quality_script("rank_valid")
+    data = tmp_path / "office"
+    (data / "03_primary").mkdir(parents=True)
+    valid = tiny_world.sequences()
+    valid.to_parquet(data / "03_primary" / "valid_sequences.parquet")
+    model_a, _ = tiny_world.write(tmp_path / "a", seed=0)
+    model_b, _ = tiny_world.write(tmp_path / "b", seed=1)
+    out = tmp_path / "valid.json"
+    assert module.main([str(data), str(model_a), str(model_b), "--env", "local", "--resamples", "50",
+                        "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    params = {**module.evaluate_parameters("local"), "valid_max_rows": None}
+    expected = {str(m): evaluate_valid(m, valid, params) for m in (model_a, model_b)}
+    assert result["rows"] == len(valid) == 8
+    for model, metrics in expected.items():
+        assert result["models"][model]["valid"] == pytest.approx({k: round(metrics[k], 5) for k in module.SHOWN})
+    difference = result["models"][str(model_b)]["minus_first"]["NDCG@10"]["mean"]
+    assert difference == pytest.approx(expected[str(model_b)]["NDCG@10"] - expected[str(model_a)]["NDCG@10"], abs=1e-5)
+    assert "minus_first" not in result["models"][str(model_a)]
+
+    assert module.main([str(data), str(tmp_path / "nothing")]) == 2
+    assert "nothing is not a model folder" in capsys.readouterr().err

@@ -1,0 +1,90 @@
+"""Rank every row of the valid split with one or more model folders: the model selection that the
+500-row valid samples of SFT and RL are too small for.
+
+    python benchmarks/quality/rank_valid.py data/office \
+        data/office/06_models/sft_model data/office/06_models/ablations/sft-semantic/sft_model \
+        [--env office] [--rows N] [--out valid.json]
+
+Each MODEL is a model folder or a versioned dataset folder (its latest version). The ranking is the
+evaluate stage's `evaluate_valid` (constrained beam search over the model's SID map) with the
+environment's `evaluate` parameters and `valid_max_rows` set to all rows (or `--rows`). With two or
+more models, each one after the first is paired with the first: B − A with a 95% bootstrap interval
+over the same valid rows.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+from kedro.config import OmegaConfigLoader
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or loaded by path (tests)
+from paired_bootstrap import bootstrap_differences  # noqa: E402
+
+from singer_rec.metrics import hit_rank, metrics_from_ranks  # noqa: E402
+from singer_rec.pipelines.evaluate.nodes import evaluate_config, predict_next_items  # noqa: E402
+from singer_rec.recommend import resolve_model_folder  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+SHOWN = ("HR@5", "NDCG@5", "HR@10", "NDCG@10")
+
+
+def evaluate_parameters(env: str) -> dict:
+    """The environment's ``evaluate`` parameters (conf/base with conf/<env> over it)."""
+    loader = OmegaConfigLoader(conf_source=str(ROOT / "conf"), base_env="base", default_run_env=env)
+    return dict(loader["parameters"]["evaluate"])
+
+
+def valid_ranks(model: Path, valid: pd.DataFrame, params: dict, rows: int | None) -> list[int | None]:
+    """The target's 1-based rank per valid row (None: not among the ranked items)."""
+    config = evaluate_config({**params, "valid_max_rows": rows})
+    predictions = predict_next_items(model, valid, config, "valid_sequences", config.valid_max_rows)
+    return [hit_rank(list(ranked), target) for ranked, target in
+            zip(predictions["ranked_items"], predictions["target"])]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("data", type=Path, help="the environment's data folder, e.g. data/office")
+    parser.add_argument("models", type=Path, nargs="+", help="model folders (or versioned folders)")
+    parser.add_argument("--env", help="the conf environment of the evaluate parameters (default: the data folder's name)")
+    parser.add_argument("--rows", type=int, help="the first N valid rows only (default: all)")
+    parser.add_argument("--resamples", type=int, default=2000)
+    parser.add_argument("--out", type=Path, help="write the metrics (and paired differences) as json")
+    args = parser.parse_args(argv)
+    try:
+        folders = [resolve_model_folder(m) for m in args.models]
+        valid_path = args.data / "03_primary" / "valid_sequences.parquet"
+        if not valid_path.is_file():
+            raise FileNotFoundError(f"{valid_path}: no valid split (run the split stage of that environment)")
+        valid = pd.read_parquet(valid_path)
+        params = evaluate_parameters(args.env or args.data.name)
+    except (OSError, KeyError, ValueError) as error:
+        print(f"rank_valid: {error}", file=sys.stderr)
+        return 2
+    ranks = {str(folder): valid_ranks(folder, valid, params, args.rows) for folder in folders}
+    names = list(ranks)
+    out = {"data": str(args.data), "rows": len(ranks[names[0]]), "models": {}}
+    for name in names:
+        metrics = metrics_from_ranks(ranks[name])
+        out["models"][name] = {"valid": {m: round(metrics[m], 5) for m in SHOWN}}
+        if name != names[0]:
+            differences = bootstrap_differences(ranks[names[0]], ranks[name], args.resamples, metrics=SHOWN)
+            out["models"][name]["minus_first"] = {
+                m: {k: round(float(v[k]), 5) for k in ("mean", "ci95_low", "ci95_high")} for m, v in differences.items()}
+    for name, entry in out["models"].items():
+        line = "  ".join(f"{m} {v:.4f}" for m, v in entry["valid"].items())
+        if "minus_first" in entry:
+            d = entry["minus_first"]["NDCG@10"]
+            line += f"  ΔNDCG@10 {d['mean']:+.4f} [{d['ci95_low']:+.4f}, {d['ci95_high']:+.4f}]"
+        print(f"{name}: {line}")
+    if args.out:
+        args.out.write_text(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
