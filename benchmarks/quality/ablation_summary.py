@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or loaded by path (tests)
-from paired_bootstrap import bootstrap_differences, check_same_rows, read_ranks  # noqa: E402
+from paired_bootstrap import bootstrap_differences, check_same_rows, read_ranks, rounded  # noqa: E402
 
 from singer_rec.metrics import metrics_from_ranks  # noqa: E402
 
@@ -28,8 +28,7 @@ SHOWN = ("HR@5", "NDCG@5", "HR@10", "NDCG@10")
 
 def _differences(ranks_a: list, ranks_b: list, resamples: int) -> dict:
     """B − A on the shown metrics, rounded, with the interval of benchmarks/quality/paired_bootstrap.py."""
-    return {m: {k: round(float(v[k]), 5) for k in ("mean", "ci95_low", "ci95_high")}
-            for m, v in bootstrap_differences(ranks_a, ranks_b, resamples, metrics=SHOWN).items()}
+    return rounded(bootstrap_differences(ranks_a, ranks_b, resamples, metrics=SHOWN))
 
 
 def _run_files(root: Path, variant: str) -> tuple[Path, Path]:

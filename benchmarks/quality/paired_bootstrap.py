@@ -19,9 +19,14 @@ import pandas as pd
 from singer_rec.metrics import DEFAULT_KS, hit_rank, metrics_from_ranks, paired_bootstrap
 
 
+def ranks_of(predictions: pd.DataFrame) -> list[int | None]:
+    """The target's 1-based rank per row of a predictions frame (None: not among ``ranked_items``)."""
+    return [hit_rank(list(items), target) for items, target in zip(predictions["ranked_items"], predictions["target"])]
+
+
 def read_ranks(path: Path) -> tuple[pd.DataFrame, list[int | None]]:
     frame = pd.read_parquet(path, columns=["user_id", "target", "ranked_items"])
-    return frame, [hit_rank(list(items), target) for items, target in zip(frame["ranked_items"], frame["target"])]
+    return frame, ranks_of(frame)
 
 
 def check_same_rows(frame_a: pd.DataFrame, path_a: Path, frame_b: pd.DataFrame, path_b: Path) -> None:
@@ -37,6 +42,11 @@ def bootstrap_differences(ranks_a: list[int | None], ranks_b: list[int | None], 
     """B − A with its paired-bootstrap interval per metric (default: HR and NDCG at every K)."""
     metrics = metrics or tuple(f"{name}@{k}" for k in DEFAULT_KS for name in ("HR", "NDCG"))
     return {metric: paired_bootstrap(ranks_a, ranks_b, metric, resamples, seed) for metric in metrics}
+
+
+def rounded(differences: dict) -> dict:
+    """``bootstrap_differences``' mean and interval per metric, rounded to 5 places (result files)."""
+    return {m: {k: round(float(v[k]), 5) for k in ("mean", "ci95_low", "ci95_high")} for m, v in differences.items()}
 
 
 def compare(path_a: Path, path_b: Path, resamples: int = 2000, seed: int = 0) -> dict:

@@ -22,19 +22,20 @@ import pandas as pd
 from kedro.config import OmegaConfigLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or loaded by path (tests)
-from paired_bootstrap import bootstrap_differences  # noqa: E402
+from paired_bootstrap import bootstrap_differences, ranks_of, rounded  # noqa: E402
 
-from singer_rec.metrics import hit_rank, metrics_from_ranks  # noqa: E402
+from singer_rec.metrics import metrics_from_ranks  # noqa: E402
 from singer_rec.pipelines.evaluate.nodes import evaluate_config, predict_next_items  # noqa: E402
 from singer_rec.recommend import resolve_model_folder  # noqa: E402
+from singer_rec.settings import CONFIG_LOADER_ARGS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOWN = ("HR@5", "NDCG@5", "HR@10", "NDCG@10")
 
 
 def evaluate_parameters(env: str) -> dict:
-    """The environment's ``evaluate`` parameters (conf/base with conf/<env> over it)."""
-    loader = OmegaConfigLoader(conf_source=str(ROOT / "conf"), base_env="base", default_run_env=env)
+    """The environment's ``evaluate`` parameters (conf/base with conf/<env> over it, merged as ``kedro run`` merges)."""
+    loader = OmegaConfigLoader(str(ROOT / "conf"), env=env, **CONFIG_LOADER_ARGS)
     return dict(loader["parameters"]["evaluate"])
 
 
@@ -42,8 +43,7 @@ def valid_ranks(model: Path, valid: pd.DataFrame, params: dict, rows: int | None
     """The target's 1-based rank per valid row (None: not among the ranked items)."""
     config = evaluate_config({**params, "valid_max_rows": rows})
     predictions = predict_next_items(model, valid, config, "valid_sequences", config.valid_max_rows)
-    return [hit_rank(list(ranked), target) for ranked, target in
-            zip(predictions["ranked_items"], predictions["target"])]
+    return ranks_of(predictions)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,9 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         metrics = metrics_from_ranks(ranks[name])
         out["models"][name] = {"valid": {m: round(metrics[m], 5) for m in SHOWN}}
         if name != names[0]:
-            differences = bootstrap_differences(ranks[names[0]], ranks[name], args.resamples, metrics=SHOWN)
-            out["models"][name]["minus_first"] = {
-                m: {k: round(float(v[k]), 5) for k in ("mean", "ci95_low", "ci95_high")} for m, v in differences.items()}
+            out["models"][name]["minus_first"] = rounded(
+                bootstrap_differences(ranks[names[0]], ranks[name], args.resamples, metrics=SHOWN))
     for name, entry in out["models"].items():
         line = "  ".join(f"{m} {v:.4f}" for m, v in entry["valid"].items())
         if "minus_first" in entry:
