@@ -9,7 +9,7 @@ from kedro.pipeline import Node, Pipeline
 
 from conftest import PROJECT_ROOT
 from singer_rec.params import ParameterValidationHook, validate_run_parameters
-from singer_rec.settings import CONFIG_LOADER_ARGS
+from singer_rec.settings import CONFIG_LOADER_ARGS, project_parameters
 
 CONF = PROJECT_ROOT / "conf"
 REAL_ENVS = ["giftcards", "industrial", "office"]
@@ -54,6 +54,16 @@ def test_environment_blocks_override_base_values():
     assert industrial["prompts"]["sft_tasks"] == [
         "semantic", "sid_to_title", "title_to_sid", "title_history_to_sid", "sid_history_to_title", "description_to_sid",
     ]
+
+
+@pytest.mark.parametrize("env", REAL_ENVS)
+def test_project_parameters_are_what_kedro_run_sees(env):
+    """The scripts' loader: the environment soft-merged over base (a base key of a block the
+    environment overrides, here sft.train.warmup_ratio, survives), as plain values."""
+    params = project_parameters(CONF, env)
+    assert params == _parameters(env)
+    assert params["sft"]["train"]["warmup_ratio"] == _parameters("local")["sft"]["train"]["warmup_ratio"]
+    assert type(params["sft"]["train"]) is dict
 
 
 @pytest.mark.parametrize("env", REAL_ENVS)

@@ -81,16 +81,13 @@ def run_tiger(data: Path, overrides: dict, valid_rows: int | None) -> dict:
 def run_sft(data: Path, tasks: list[str] | None, sft_overrides: dict, model_overrides: dict, conf_env: str,
             test_rows: int | None) -> dict:
     """SFT through the training entry point (in this process), then test through the evaluate stage's code."""
-    from kedro.config import OmegaConfigLoader
-
     from singer_rec.metrics import ranking_metrics
     from singer_rec.pipelines.evaluate.nodes import predict_next_items
-    from singer_rec.settings import CONFIG_LOADER_ARGS
+    from singer_rec.settings import project_parameters
     from singer_rec.training import sft
 
     os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
-    loader = OmegaConfigLoader(str(ROOT / "conf"), env=conf_env, **CONFIG_LOADER_ARGS)
-    params = loader["parameters"]
+    params = project_parameters(ROOT / "conf", conf_env)
     train_df = _load(data, "sft_dataset_train")
     if tasks:
         train_df = train_df[train_df["task"].isin(tasks)].reset_index(drop=True)
@@ -98,7 +95,7 @@ def run_sft(data: Path, tasks: list[str] | None, sft_overrides: dict, model_over
     inputs = {"train_path": work / "train.parquet", "valid_path": data / "sft_dataset_valid.parquet",
               "items_path": data / "items.parquet", "item_sids_path": data / "item_sids.parquet"}
     train_df.to_parquet(inputs["train_path"], index=False)
-    model = json.loads(json.dumps(params["sft"]["model"]))
+    model = params["sft"]["model"]
     model["scratch"] = {**model.get("scratch", {}), **model_overrides}
     cfg = {**params["sft"]["train"], **sft_overrides, "seed": params.get("seed", 42), "model": model,
            "templates": params["prompts"]["templates"],

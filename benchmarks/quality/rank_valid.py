@@ -19,7 +19,6 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-from kedro.config import OmegaConfigLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or loaded by path (tests)
 from paired_bootstrap import bootstrap_differences, ranks_of, rounded  # noqa: E402
@@ -27,7 +26,7 @@ from paired_bootstrap import bootstrap_differences, ranks_of, rounded  # noqa: E
 from singer_rec.metrics import metrics_from_ranks  # noqa: E402
 from singer_rec.pipelines.evaluate.nodes import evaluate_config, predict_next_items  # noqa: E402
 from singer_rec.recommend import resolve_model_folder  # noqa: E402
-from singer_rec.settings import CONFIG_LOADER_ARGS  # noqa: E402
+from singer_rec.settings import project_parameters  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOWN = ("HR@5", "NDCG@5", "HR@10", "NDCG@10")
@@ -35,8 +34,7 @@ SHOWN = ("HR@5", "NDCG@5", "HR@10", "NDCG@10")
 
 def evaluate_parameters(env: str) -> dict:
     """The environment's ``evaluate`` parameters (conf/base with conf/<env> over it, merged as ``kedro run`` merges)."""
-    loader = OmegaConfigLoader(str(ROOT / "conf"), env=env, **CONFIG_LOADER_ARGS)
-    return dict(loader["parameters"]["evaluate"])
+    return project_parameters(ROOT / "conf", env)["evaluate"]
 
 
 def valid_ranks(model: Path, valid: pd.DataFrame, params: dict, rows: int | None) -> list[int | None]:

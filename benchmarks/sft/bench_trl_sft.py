@@ -39,20 +39,10 @@ import pandas as pd
 import torch
 
 from singer_rec import modeling
+from singer_rec.settings import project_parameters
 from singer_rec.training import common, sft
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def load_params(env: str) -> dict:
-    """The merged parameters of ``conf/base`` + ``conf/<env>`` (the project's loader settings)."""
-    from kedro.config import OmegaConfigLoader
-
-    from singer_rec.settings import CONFIG_LOADER_ARGS
-
-    os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
-    loader = OmegaConfigLoader(str(ROOT / "conf"), env=env, **CONFIG_LOADER_ARGS)
-    return json.loads(json.dumps(loader["parameters"]))
 
 
 def latest_version(path: Path) -> Path:
@@ -189,7 +179,7 @@ def main() -> None:
     import trl
 
     transformers.logging.set_verbosity_error()
-    params = load_params(args.env)
+    params = project_parameters(ROOT / "conf", args.env)
     train_settings = sft.SFTSettings.from_dict(params["sft"]["train"])
     seed = int(params.get("seed", train_settings.seed))
     model_cfg = copy.deepcopy(params["sft"]["model"])

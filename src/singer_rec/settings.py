@@ -1,5 +1,7 @@
 """Kedro project settings."""
+import json
 import os
+from pathlib import Path
 
 from kedro.config import OmegaConfigLoader
 
@@ -23,3 +25,10 @@ CONFIG_LOADER_ARGS = {
     # a base-only block there).
     "merge_strategy": {"parameters": "soft"},
 }
+
+
+def project_parameters(conf_source: str | Path, env: str) -> dict:
+    """The parameters ``kedro run --env=<env>`` sees (base with the environment soft-merged over it),
+    as plain Python values, for scripts that run the project's code outside a Kedro session."""
+    loader = OmegaConfigLoader(str(conf_source), env=env, **CONFIG_LOADER_ARGS)
+    return json.loads(json.dumps(loader["parameters"]))
