@@ -96,12 +96,13 @@ def plot(summary: dict, out: Path) -> None:
 
     fig, (curves, gaps) = plt.subplots(1, 2, figsize=(12, 4.5))
     ranked = sorted(summary["variants"].items(), key=lambda kv: kv[1]["test"]["NDCG@10"])
-    for name, v in ranked:
+    palette = plt.get_cmap("tab20").colors  # more variants than the default cycle's 10 colours
+    for i, (name, v) in enumerate(ranked):
         if v["valid_curve"]:
             curves.plot([p["step"] for p in v["valid_curve"]], [p["NDCG@10"] for p in v["valid_curve"]],
-                        marker="o", lw=2.5 if name == "singer" else 1.2, label=name)
+                        marker="o", lw=2.5 if name == "singer" else 1.2, label=name, color=palette[i % len(palette)])
     curves.set(xlabel="RL step", ylabel="valid NDCG@10 (the RL run's valid sample)",
-               title="valid during RL (step 0 = the SFT model)")
+               title="valid during RL (step 0 = the variant's start model)")
     curves.legend(fontsize=8)
     for row, (name, v) in enumerate(ranked):
         d = v["minus_sft"]["NDCG@10"]
