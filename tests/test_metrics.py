@@ -174,6 +174,9 @@ def test_ablation_summary_pairs_each_variant_with_sft_and_singer(tmp_path, capsy
     table = module.markdown(out).splitlines()
     assert [row.split(" | ")[0] for row in table[2:]] == ["| sft-only", "| beam", "| singer"]
     assert table[3].endswith("| 0.09 | 10.0 |")
+    figure = tmp_path / "ablations.png"
+    module.plot(out, figure)
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     assert module.main([str(root), "beam", "dynamic"]) == 2
     assert "07_model_output/dynamic/test_predictions.parquet" in capsys.readouterr().err
