@@ -86,7 +86,6 @@ def run_sft(data: Path, tasks: list[str] | None, sft_overrides: dict, model_over
     from singer_rec.settings import project_parameters
     from singer_rec.training import sft
 
-    os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
     params = project_parameters(ROOT / "conf", conf_env)
     train_df = _load(data, "sft_dataset_train")
     if tasks:

@@ -101,12 +101,9 @@ def test_bad_inputs_are_named():
 
 
 def test_env_confs_set_k_within_catalog_sizes():
-    from kedro.config import OmegaConfigLoader
+    from singer_rec.settings import project_parameters
 
-    from singer_rec.settings import CONFIG_LOADER_ARGS
-
-    base, gift, industrial = (OmegaConfigLoader(str(ROOT / "conf"), env=env, **CONFIG_LOADER_ARGS)["parameters"]["sid"]
-                              for env in ("local", "giftcards", "industrial"))
+    base, gift, industrial = (project_parameters(ROOT / "conf", env)["sid"] for env in ("local", "giftcards", "industrial"))
     assert (base["num_levels"], base["codebook_size"]) == (3, 16)
     assert (gift["num_levels"], gift["codebook_size"]) == (3, 8)  # 148 Gift_Cards items
     assert (industrial["num_levels"], industrial["codebook_size"]) == (3, 256)  # the paper's setting
@@ -120,11 +117,9 @@ def test_industrial_items_get_distinct_balanced_sids(shared_data):
     raw = json.loads((shared_data / "minionerec/index/Industrial_and_Scientific.item.json").read_text())
     items = pd.DataFrame([{"item_id": key, **value} for key, value in raw.items()])
     embeddings = encode_texts(build_item_texts(items, ["title", "description"]), "hashing", dim=64)
-    from kedro.config import OmegaConfigLoader
+    from singer_rec.settings import project_parameters
 
-    from singer_rec.settings import CONFIG_LOADER_ARGS
-
-    params = OmegaConfigLoader(str(ROOT / "conf"), env="industrial", **CONFIG_LOADER_ARGS)["parameters"]["sid"]
+    params = project_parameters(ROOT / "conf", "industrial")["sid"]
     sids, codebooks, report = build_semantic_ids(items, embeddings, params, seed=42)
     assert len(sids) == 3686 and sids["sid"].is_unique
     codes = np.array([c[:3] for c in sids["codes"]])
