@@ -74,6 +74,7 @@ def test_tiny_run_loss_falls_and_saves_a_loadable_model(tmp_path):
     best = max(curve, key=lambda point: point["NDCG@10"])
     assert meta["train"]["best_step"] == result["best_step"] == best["step"]
     assert result["best_metric"] == pytest.approx(best["NDCG@10"])
+    assert meta["train"]["tasks"] == ["semantic", "title_to_sid"]  # the tasks of its train rows
 
 
 def test_valid_ranking_with_no_sid_answer_is_none_or_an_error_naming_file_and_need(tokenizer):

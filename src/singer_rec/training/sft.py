@@ -426,7 +426,8 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
         "titles": dict(zip(items["item_id"].astype(str), items["title"].astype(str))),
         "templates": cfg["templates"],
         "train": {k: cfg[k] for k in ("seed", "learning_rate", "batch_size", "epochs", "patience", "max_steps",
-                                       "max_train_samples", "max_length", "select_metric")} | {"model": cfg["model"]},
+                                       "max_train_samples", "max_length", "select_metric")}
+        | {"model": cfg["model"], "tasks": sorted(set(train_tasks))},  # what the model was taught (the ablations check it)
     }
 
     def save_best():

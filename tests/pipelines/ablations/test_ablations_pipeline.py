@@ -159,6 +159,28 @@ def test_unknown_or_invalid_variant_fails_before_training():
     assert resolved["sft-only"] is None and resolved["grpo-acc"] == {**RL_SETTINGS, "reward": "acc", "sampling": "beam"}
 
 
+@pytest.mark.parametrize("alignment,tasks,fails", [
+    ("full", ["semantic"], True), ("sft", ["semantic"], True),           # alignment in SFT, none taught
+    ("full", ["semantic", "title_to_sid"], False), ("sft", ["semantic", "sid_to_title"], False),
+    ("rl", ["semantic"], False), ("none", ["semantic"], False),           # the semantic-only start is right
+    ("full", None, False),                                                # older folder: tasks not recorded
+])
+def test_variants_with_alignment_in_sft_need_a_start_model_taught_the_alignment_tasks(alignment, tasks, fails):
+    meta = {"sid_map": {}, "train": {} if tasks is None else {"tasks": tasks}}
+    check = lambda: ablation_nodes.check_start_model_alignment("align-sft", {"alignment": alignment}, meta)  # noqa: E731
+    if fails:
+        with pytest.raises(ValueError, match=rf"'align-sft' \(rl.settings.alignment='{alignment}'\) puts the alignment "
+                                             r"tasks in SFT, but its start model was trained on \['semantic'\] only"):
+            check()
+    else:
+        check()
+    # a variant's own semantic_tasks decide what counts as semantic
+    if tasks == ["semantic", "title_to_sid"]:
+        with pytest.raises(ValueError, match="trained on"):
+            ablation_nodes.check_start_model_alignment(
+                "x", {"alignment": alignment, "semantic_tasks": ["semantic", "title_to_sid"]}, meta)
+
+
 def test_retarget_needs_the_same_codebook_shape(tmp_path):
     from singer_rec.training.rl import retarget_model_folder
 

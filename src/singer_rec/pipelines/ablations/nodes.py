@@ -13,7 +13,7 @@ from singer_rec import modeling
 from singer_rec.pipelines.evaluate.nodes import evaluate_test, markdown_table
 from singer_rec.pipelines.rl.nodes import check_rl_params
 from singer_rec.training.rl import retarget_model_folder
-from singer_rec.training.rl.settings import RLSettings
+from singer_rec.training.rl.settings import SFT_ALIGNMENT, RLSettings
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ SEMANTIC_SFT = "sft-semantic"  # the semantic-only SFT model: a row of its own w
 # the rl settings a row names (a key the settings leave out reads as RLSettings' default)
 SETTING_COLUMNS = ("alignment", "sampling", "reward", "title_reward", "guide_depth")  # a variant without RL: the SFT model itself
 # alignment variants whose SFT stage had no alignment tasks: they start from the semantic-only SFT model
-SEMANTIC_SFT_ALIGNMENTS = ("none", "rl")
+SEMANTIC_SFT_ALIGNMENTS = tuple(name for name, in_sft in SFT_ALIGNMENT.items() if not in_sft)  # none, rl
 
 
 def is_sft_only(overrides: Any) -> bool:
@@ -58,13 +58,28 @@ def variant_evaluate_params(evaluate: dict[str, Any], ablations: dict[str, Any])
     return {**evaluate, **(ablations.get("evaluate") or {})}
 
 
+def check_start_model_alignment(name: str, settings: dict[str, Any], start_meta: dict[str, Any]) -> None:
+    """A variant whose alignment puts the alignment tasks in SFT (``sft``, ``full``) must start from an
+    SFT model that was trained on them; otherwise its row would be the ``none``/``rl`` cell under
+    another name. Model folders written before SFT recorded its tasks are not checked."""
+    tasks = (start_meta.get("train") or {}).get("tasks")
+    alignment = settings.get("alignment", RLSettings.alignment)
+    semantic = set(settings.get("semantic_tasks") or ["semantic"])
+    if tasks is not None and SFT_ALIGNMENT[alignment] and set(tasks) <= semantic:
+        raise ValueError(
+            f"ablation variant {name!r} (rl.settings.alignment={alignment!r}) puts the alignment tasks in SFT, but its "
+            f"start model was trained on {sorted(tasks)} only (prompts.sft_tasks). Build the prompts and SFT with "
+            f"alignment tasks in prompts.sft_tasks for this variant, or set rl.settings.alignment to 'rl' or 'none'.")
+
+
 def variant_parameters_node(name: str):
     """The node function of variant ``name``: (its rl parameters, its evaluate parameters), validated."""
 
     def variant_parameters(start_model: Path, rl: dict[str, Any], evaluate: dict[str, Any],
                            ablations: dict[str, Any], seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
-        num_items = len(modeling.read_meta(start_model)["sid_map"])
-        settings = variant_settings([name], ablations["definitions"], rl, seed, num_items)[name]
+        meta = modeling.read_meta(start_model)
+        settings = variant_settings([name], ablations["definitions"], rl, seed, len(meta["sid_map"]))[name]
+        check_start_model_alignment(name, settings, meta)
         work_dir = str(Path(ablations["work_dir"]) / name)
         logger.info("ablation %s: rl.settings %s", name, settings)
         return {**rl, "settings": settings, "work_dir": work_dir}, variant_evaluate_params(evaluate, ablations)

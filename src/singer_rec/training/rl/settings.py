@@ -17,6 +17,8 @@ SELECT_RULES = ("last", "valid")
 ALIGNMENT_VARIANTS = ("none", "sft", "rl", "full")
 # alignment variants whose RL stage keeps the alignment tasks (paper Fig. 4a)
 RL_ALIGNMENT = {"none": False, "sft": False, "rl": True, "full": True}
+# alignment variants whose SFT stage was trained with the alignment tasks (paper Fig. 4a)
+SFT_ALIGNMENT = {"none": False, "sft": True, "rl": False, "full": True}
 
 
 @dataclass
