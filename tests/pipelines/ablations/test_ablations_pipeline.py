@@ -15,6 +15,7 @@ from singer_rec.pipelines.ablations import create_pipeline
 from singer_rec.pipelines.ablations import nodes as ablation_nodes
 from singer_rec.pipelines.ablations import pipeline as ablation_pipeline
 from singer_rec.pipelines.ablations.nodes import variant_settings
+from singer_rec.training.rl.settings import RLSettings
 from singer_rec.pipelines.evaluate.nodes import evaluate_test
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
@@ -167,7 +168,7 @@ def test_unknown_or_invalid_variant_fails_before_training():
 ])
 def test_variants_with_alignment_in_sft_need_a_start_model_taught_the_alignment_tasks(alignment, tasks, fails):
     meta = {"sid_map": {}, "train": {} if tasks is None else {"tasks": tasks}}
-    check = lambda: ablation_nodes.check_start_model_alignment("align-sft", {"alignment": alignment}, meta)  # noqa: E731
+    check = lambda: ablation_nodes.check_start_model_alignment("align-sft", RLSettings(alignment=alignment), meta)  # noqa: E731
     if fails:
         with pytest.raises(ValueError, match=rf"'align-sft' \(rl.settings.alignment='{alignment}'\) puts the alignment "
                                              r"tasks in SFT, but its start model was trained on \['semantic'\] only"):
@@ -178,7 +179,7 @@ def test_variants_with_alignment_in_sft_need_a_start_model_taught_the_alignment_
     if tasks == ["semantic", "title_to_sid"]:
         with pytest.raises(ValueError, match="trained on"):
             ablation_nodes.check_start_model_alignment(
-                "x", {"alignment": alignment, "semantic_tasks": ["semantic", "title_to_sid"]}, meta)
+                "x", RLSettings(alignment=alignment, semantic_tasks=["semantic", "title_to_sid"]), meta)
 
 
 def test_retarget_needs_the_same_codebook_shape(tmp_path):

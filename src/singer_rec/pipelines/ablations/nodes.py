@@ -58,17 +58,15 @@ def variant_evaluate_params(evaluate: dict[str, Any], ablations: dict[str, Any])
     return {**evaluate, **(ablations.get("evaluate") or {})}
 
 
-def check_start_model_alignment(name: str, settings: dict[str, Any], start_meta: dict[str, Any]) -> None:
+def check_start_model_alignment(name: str, settings: RLSettings, start_meta: dict[str, Any]) -> None:
     """A variant whose alignment puts the alignment tasks in SFT (``sft``, ``full``) must start from an
     SFT model that was trained on them; otherwise its row would be the ``none``/``rl`` cell under
     another name. Model folders written before SFT recorded its tasks are not checked."""
     tasks = (start_meta.get("train") or {}).get("tasks")
-    alignment = settings.get("alignment", RLSettings.alignment)
-    semantic = set(settings.get("semantic_tasks") or ["semantic"])
-    if tasks is not None and SFT_ALIGNMENT[alignment] and set(tasks) <= semantic:
+    if tasks is not None and SFT_ALIGNMENT[settings.alignment] and set(tasks) <= set(settings.semantic_tasks):
         raise ValueError(
-            f"ablation variant {name!r} (rl.settings.alignment={alignment!r}) puts the alignment tasks in SFT, but its "
-            f"start model was trained on {sorted(tasks)} only (prompts.sft_tasks). Build the prompts and SFT with "
+            f"ablation variant {name!r} (rl.settings.alignment={settings.alignment!r}) puts the alignment tasks in SFT, "
+            f"but its start model was trained on {sorted(tasks)} only (prompts.sft_tasks). Build the prompts and SFT with "
             f"alignment tasks in prompts.sft_tasks for this variant, or set rl.settings.alignment to 'rl' or 'none'.")
 
 
@@ -79,7 +77,7 @@ def variant_parameters_node(name: str):
                            ablations: dict[str, Any], seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
         meta = modeling.read_meta(start_model)
         settings = variant_settings([name], ablations["definitions"], rl, seed, len(meta["sid_map"]))[name]
-        check_start_model_alignment(name, settings, meta)
+        check_start_model_alignment(name, RLSettings.from_dict(settings), meta)  # the dataclass's defaults
         work_dir = str(Path(ablations["work_dir"]) / name)
         logger.info("ablation %s: rl.settings %s", name, settings)
         return {**rl, "settings": settings, "work_dir": work_dir}, variant_evaluate_params(evaluate, ablations)
