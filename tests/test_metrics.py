@@ -224,3 +224,25 @@ def test_rank_valid_scores_every_valid_row_as_the_evaluate_stage(tmp_path, capsy
 
     assert module.main([str(data), str(tmp_path / "nothing")]) == 2
     assert "nothing is not a model folder" in capsys.readouterr().err
+
+
+def test_rl_direction_probe_noise_stats_exact():
+    """benchmarks/quality/rl_direction_probe.py: the gradient noise scale from per-batch gradients.
+
+    Batches of b = 2 with gradients (3, 1) and (1, 3): E|g_b|² = 10 = |G|² + tr(Σ)/2 and the mean
+    over B = 4 prompts, |(2, 2)|² = 8 = |G|² + tr(Σ)/4, so tr(Σ) = 8, |G|² = 6, B_noise = 4/3;
+    their cosine is 6/10. Equal batch gradients are noise-free: cosine 1, tr(Σ) = 0.
+    """
+    import torch
+
+    probe = _quality_script("rl_direction_probe")
+    out = probe.noise_stats([torch.tensor([3.0, 1.0]), torch.tensor([1.0, 3.0])], batch_size=2)
+    assert out["pairwise_cosine"] == pytest.approx(0.6)
+    assert out["signal_sq"] == pytest.approx(6.0) and out["trace_sigma"] == pytest.approx(8.0)
+    assert out["noise_scale_prompts"] == pytest.approx(4 / 3)
+    same = probe.noise_stats([torch.tensor([1.0, 1.0])] * 3, batch_size=32)
+    assert same["pairwise_cosine"] == pytest.approx(1.0)
+    assert same["trace_sigma"] == pytest.approx(0.0, abs=1e-9) and same["noise_scale_prompts"] == pytest.approx(0.0, abs=1e-9)
+    orthogonal = probe.noise_stats([torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])], batch_size=32)
+    assert orthogonal["signal_sq"] == pytest.approx(0.0, abs=1e-12)  # all noise: no measurable signal
+    assert orthogonal["noise_scale_prompts"] is None
