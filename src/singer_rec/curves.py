@@ -18,7 +18,8 @@ COLUMNS = 4
 # panel name -> key of one evaluation of an SFT run (``result["valid_curve"]``) / one RL history step
 SFT_CURVES = {"train_loss": "train_loss", "valid_loss": "valid_loss", "valid_NDCG@10": "NDCG@10",
               "valid_HR@10": "HR@10"}
-RL_CURVES = {"mean_reward": "mean_reward", "hit_rate": "hit_rate", "kl": "kl"}
+RL_CURVES = {"mean_reward": "mean_reward", "hit_rate": "hit_rate", "zero_advantage_fraction": "zero_advantage_fraction",
+             "kl": "kl"}
 RL_VALID_CURVES = {"valid_NDCG@10": "NDCG@10", "valid_HR@10": "HR@10"}
 
 

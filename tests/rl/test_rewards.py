@@ -121,3 +121,33 @@ def test_guide_length_by_items_backs_off_to_a_prefix_with_enough_items():
     assert guide_length_by_items(2, (9, 2, 3), under, 2) == 0   # (9,) is the target alone: no guide
     assert guide_length_by_items(1, (1, 5, 6), under, 4) == 0
     assert guide_length_by_items(0, (1, 2, 3), under, 2) == 0   # the schedule's 0 stays 0
+
+
+def test_rollout_stats_count_the_groups_without_advantage():
+    """A group whose rewards are all equal, or a one-item group, has zero advantage (Eq. 1): counted
+    per step so that the RL history shows how much of a batch teaches nothing."""
+    from singer_rec.rl.grpo import group_advantages
+    from singer_rec.rl.report import summary_report
+    from singer_rec.training.rl.rollouts import Group, rollout_stats
+
+    def group(rewards, hard=False, guide=0):
+        return Group([1], [[2]] * len(rewards), rewards, hard, not hard, guide, True)
+
+    groups = [group([1.0, 0.0, -0.5]), group([0.0, 0.0], hard=True, guide=1), group([0.25], hard=True, guide=2),
+              group([0.5, 0.5, 0.5, 0.75], hard=True)]
+    assert [bool(group_advantages(g.rewards).abs().sum() == 0) for g in groups] == [False, True, True, False]
+    stats = rollout_stats(groups)
+    assert stats["zero_advantage"] == 2.0 and stats["prompts"] == 4.0 and stats["hard"] == 3.0
+    assert stats["guide_sum"] == 3.0 and stats["rewards"] == 10.0
+
+    def history(with_key):
+        step = {"mean_reward": 0.0, "hit_rate": 0.5, "hard_fraction": 0.5, "guide_length": 1.0, "kl": 0.0,
+                "entropy": 1.0, "clip_fraction": 0.0, "seconds_per_step": 1.0}
+        return [{**step, "step": s, **({"zero_advantage_fraction": s / 10} if with_key else {})} for s in range(1, 11)]
+
+    probe = {"before": {"rewards": [0.0, 1.0], "hit_rate": 0.5}, "after": {"rewards": [1.0, 1.0], "hit_rate": 1.0}}
+    report = summary_report({"history": history(True), "total_steps": 10, "probe": probe})
+    assert report["first_zero_advantage_fraction"] == 0.1 and report["last_zero_advantage_fraction"] == 1.0
+    # a history recorded before the key existed (a resumed older run) leaves the key out
+    older = summary_report({"history": history(False), "total_steps": 10, "probe": probe})
+    assert "first_zero_advantage_fraction" not in older and older["first_hit_rate"] == 0.5

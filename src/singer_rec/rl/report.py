@@ -28,7 +28,10 @@ def summary_report(result: Mapping[str, Any]) -> dict[str, float]:
         report[f"probe_hit_rate_{when}"] = float(probe["hit_rate"])
         report[f"probe_mean_reward_{when}"] = _mean(probe["rewards"])
         report[f"probe_zero_reward_share_{when}"] = _mean([float(r == 0.0) for r in probe["rewards"]])
-    for key in ("mean_reward", "hit_rate", "hard_fraction", "guide_length", "kl", "entropy", "clip_fraction"):
+    for key in ("mean_reward", "hit_rate", "hard_fraction", "guide_length", "zero_advantage_fraction", "kl", "entropy",
+                "clip_fraction"):
+        if any(key not in h for h in history):  # a history written before the key was recorded
+            continue
         report[f"first_{key}"] = _mean([h[key] for h in history[:window]])
         report[f"last_{key}"] = _mean([h[key] for h in history[-window:]])
     curve = result.get("valid_curve") or []

@@ -75,7 +75,8 @@ def test_rl_pipeline_trains_in_its_own_process_and_writes_model_report_and_plot(
     assert len(history["probe"]["before"]["rewards"]) == 8 * 4
     assert (tmp_path / "out" / "reward_distribution.png").stat().st_size > 1000
     curves = rl_curves(history["history"])
-    assert list(curves) == ["mean_reward", "hit_rate", "kl"]
+    assert list(curves) == ["mean_reward", "hit_rate", "zero_advantage_fraction", "kl"]
+    assert all(0.0 <= h["zero_advantage_fraction"] <= 1.0 for h in history["history"])
     assert [step for step, _ in curves["kl"]] == [1, 2, 3]
     assert curves["hit_rate"] == [(h["step"], h["hit_rate"]) for h in history["history"]]
     assert_png(tmp_path / "out" / "training_curves.png")

@@ -189,6 +189,7 @@ def train_grpo(
             "hit_rate": stats["hits"] / max(stats["prompts"], 1),
             "hard_fraction": stats["hard"] / max(stats["prompts"], 1),
             "guide_length": stats["guide_sum"] / max(stats["hard"], 1),
+            "zero_advantage_fraction": stats["zero_advantage"] / max(stats["prompts"], 1),
             "kl": update_stats["kl"],
             "entropy": update_stats["entropy"],
             "clip_fraction": update_stats["clip_fraction"],

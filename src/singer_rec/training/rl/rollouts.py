@@ -119,6 +119,8 @@ def rollout_stats(groups: Sequence[Group]) -> dict[str, float]:
         "hits": float(sum(g.hit for g in groups)),
         "hard": float(len(hard)),
         "guide_sum": float(sum(g.guide for g in hard)),
+        # equal rewards (or a one-item group): zero advantage, so no policy gradient, only the KL term
+        "zero_advantage": float(sum(len(set(g.rewards)) <= 1 for g in groups)),
         "reward_sum": float(sum(rewards)),
         "rewards": float(len(rewards)),
     }
