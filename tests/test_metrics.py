@@ -246,3 +246,19 @@ def test_rl_direction_probe_noise_stats_exact():
     orthogonal = probe.noise_stats([torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])], batch_size=32)
     assert orthogonal["signal_sq"] == pytest.approx(0.0, abs=1e-12)  # all noise: no measurable signal
     assert orthogonal["noise_scale_prompts"] is None
+
+
+def test_rl_direction_probe_control_rows_never_touch_the_ranked_rows():
+    """The probe's valid control fits rows that the valid ranking (SFT's seeded sample) never ranks."""
+    import pandas as pd
+
+    from singer_rec.training.sft import seeded_sample
+
+    probe = _quality_script("rl_direction_probe")
+    frame = pd.DataFrame({"row": range(50)})
+    ranked = set(seeded_sample(frame, 20, 7)["row"])
+    control = probe.unranked_rows(50, 20, 7, 25)
+    assert len(control) == 25 == len(set(control)) and not ranked & set(control)
+    assert probe.unranked_rows(50, 20, 7, 100) and len(probe.unranked_rows(50, 20, 7, 100)) == 30  # all the rest
+    with pytest.raises(SystemExit, match="all 50 valid rows are ranked"):
+        probe.unranked_rows(50, 50, 7, 5)

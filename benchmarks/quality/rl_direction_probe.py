@@ -20,8 +20,11 @@ What it does, without changing any weight file:
    step on the mean gradient: what RL at the paper's large batch would do first) and ``drift``
    (G / RMS of the per-batch gradients: Adam's expected update direction at the RL run's batch,
    i.e. where many small noisy steps drift on average). Split by group: ``easy`` (the target in the
-   unguided beams) and ``hard`` (the guided groups, SID-level rewards). Each point is ranked on
+   unguided beams; itself split into the target's candidate, pushed up, and the others, pushed
+   down) and ``hard`` (the guided groups, SID-level rewards). Each point is ranked on
    the same seeded valid rows (beam 20) and compared with the start model row by row (paired bootstrap).
+   ``--valid-control N`` adds the SFT gradient of N other valid rows (never the ranked ones): a
+   direction that fits the valid distribution, to show what one step can gain where one exists.
 
 Valid only: nothing here reads test.
 """
@@ -41,7 +44,7 @@ from singer_rec import decoding
 from singer_rec.metrics import hit_rank, metrics_from_ranks, paired_bootstrap
 from singer_rec.modeling import load_model_folder
 from singer_rec.rl.grpo import completion_logprobs, group_advantages, grpo_loss
-from singer_rec.training.rl.examples import build_dictionaries, build_examples
+from singer_rec.training.rl.examples import Example, build_dictionaries, build_examples
 from singer_rec.training.rl.loop import epoch_order
 from singer_rec.training.rl.rollouts import amp_dtype, rollout
 from singer_rec.training.rl.settings import RL_ALIGNMENT, RLSettings, validate_settings
@@ -52,13 +55,25 @@ def flat_grad(params) -> torch.Tensor:
     return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).float() for p in params])
 
 
-def group_sequences(groups) -> list[tuple[list[int], list[int], float]]:
-    """(prompt, completion, advantage) of every candidate of ``groups`` (Eq. 1 within each group)."""
+def group_sequences(groups, examples, keep) -> list[tuple[list[int], list[int], float]]:
+    """(prompt, completion, advantage) of the candidates of ``groups`` that ``keep(group, is_target)``
+    accepts; advantages are Eq. 1 over the whole group, so the parts of a split add up to the gradient."""
     sequences = []
-    for group in groups:
-        for completion, advantage in zip(group.completions, group_advantages(group.rewards).tolist()):
-            sequences.append((group.prompt_ids, completion, advantage))
+    for group, example in zip(groups, examples):
+        for completion, candidate, advantage in zip(group.completions, group.candidates,
+                                                    group_advantages(group.rewards).tolist()):
+            if keep(group, tuple(candidate) == example.target):
+                sequences.append((group.prompt_ids, completion, advantage))
     return sequences
+
+
+# the RL gradient's parts: groups with the target among the unguided beams (the target's candidate,
+# the other candidates) and the hard (guided / SID-level reward) groups
+PARTS = {
+    "easy-target": lambda group, is_target: not group.hard and is_target,
+    "easy-others": lambda group, is_target: not group.hard and not is_target,
+    "hard": lambda group, is_target: group.hard,
+}
 
 
 def loss_gradient(policy, params, sequences, divisor: int, pad_id: int, settings: RLSettings, chunk: int = 128):
@@ -102,6 +117,31 @@ def noise_stats(batch_grads: list[torch.Tensor], batch_size: int) -> dict[str, f
             "batches": n, "batch_size": batch_size}
 
 
+def held_out_valid_examples(frame: pd.DataFrame, sid_map, tokenizer, ranked_rows: int, seed: int, count: int,
+                            max_length: int) -> list[Example]:
+    """``count`` seeded valid rows outside the ``ranked_rows`` that ``RankingValidation`` ranks (the same
+    seeded sample of the SID-answer rows), as SFT examples: the control direction that fits the
+    valid distribution without touching the rows it is judged on."""
+    from singer_rec.prompts import render_for_model
+    from singer_rec.training.rl.examples import sid_ids
+
+    sids = set(sid_map.values())
+    frame = frame[frame["answer"].isin(sids)].reset_index(drop=True)
+    depth = max(len(sid_ids(tokenizer, sid)) for sid in sids)
+    return [Example(tokenizer.encode(render_for_model(frame["prompt"][i]), add_special_tokens=False)[-(max_length - depth - 1):],
+                    sid_ids(tokenizer, frame["answer"][i]), True, "semantic")
+            for i in unranked_rows(len(frame), ranked_rows, seed, count)]
+
+
+def unranked_rows(num_rows: int, ranked_rows: int, seed: int, count: int) -> list[int]:
+    """``count`` seeded row positions outside those that ``seeded_sample(frame, ranked_rows, seed)`` ranks."""
+    ranked = set(np.random.default_rng(seed).permutation(num_rows)[:ranked_rows].tolist())
+    rest = [i for i in range(num_rows) if i not in ranked]
+    if not rest:
+        raise SystemExit(f"--valid-control: all {num_rows} valid rows are ranked (--valid-rows {ranked_rows})")
+    return np.random.default_rng(seed + 1).permutation(rest)[:count].tolist()
+
+
 def valid_ranks(policy, validation: RankingValidation, amp) -> list[int | None]:
     policy.eval()
     with torch.no_grad():
@@ -121,6 +161,9 @@ def main() -> None:
     parser.add_argument("--etas", default="1e-4,3e-4,1e-3,3e-3")
     parser.add_argument("--drift-etas", default="1.25e-3,2.5e-3,5e-3,1e-2",
                         help="η for the drift direction (2.5e-3 = Σ lr of 100 cosine steps from 5e-5)")
+    parser.add_argument("--valid-control", type=int, default=0,
+                        help="N > 0: also probe the SFT gradient of N valid rows outside the ranked ones (a control)")
+    parser.add_argument("--directions", default="", help="comma list of the directions to probe (default: all)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
@@ -139,9 +182,11 @@ def main() -> None:
     chosen = [examples[i] for i in epoch_order(len(examples), 0, settings.seed)[: args.prompts]]
     total_steps = settings.max_steps or settings.epochs * math.ceil(len(examples) / settings.batch_size)
     batches = [chosen[i : i + settings.batch_size] for i in range(0, len(chosen), settings.batch_size)]
+    if len(batches) < 2:
+        raise SystemExit(f"--prompts {len(chosen)}: the noise estimate needs two or more batches of {settings.batch_size}")
 
     per_batch_rl, per_batch_sft = [], []
-    sums = {"easy": None, "hard": None}
+    sums = dict.fromkeys(PARTS)
     counts = {"groups": 0, "easy": 0, "hard": 0, "guided": 0, "zero_advantage": 0, "title_groups": 0,
               "zero_advantage_title": 0, "zero_advantage_guided": 0, "zero_advantage_unguided_sid": 0}
     for b, batch in enumerate(batches):
@@ -151,12 +196,12 @@ def main() -> None:
                              torch.Generator().manual_seed(settings.seed * 7919 + step))
         divisor = sum(len(g.completions) for g in groups)
         parts = {}
-        for name, keep in (("easy", lambda g: not g.hard), ("hard", lambda g: g.hard)):
-            sequences = group_sequences([g for g in groups if keep(g)])
+        for name, keep in PARTS.items():
+            sequences = group_sequences(groups, batch, keep)
             parts[name] = (loss_gradient(policy, params, sequences, divisor, pad_id, settings)
                            if sequences else torch.zeros(sum(p.numel() for p in params)))
             sums[name] = parts[name] if sums[name] is None else sums[name] + parts[name]
-        per_batch_rl.append(parts["easy"] + parts["hard"])
+        per_batch_rl.append(sum(parts.values()))
         per_batch_sft.append(sft_gradient(policy, params, batch, pad_id))
         counts["groups"] += len(groups)
         counts["easy"] += sum(not g.hard for g in groups)
@@ -178,11 +223,14 @@ def main() -> None:
     rms_rl = torch.stack(per_batch_rl).pow(2).mean(0).sqrt()
     rms_sft = torch.stack(per_batch_sft).pow(2).mean(0).sqrt()
     n = len(batches)
+    sums["easy"] = sums["easy-target"] + sums["easy-others"]
     directions = {
         "sft sign": (sft_mean.sign(), args.etas),
         "rl sign": (rl_mean.sign(), args.etas),
         "rl-easy sign": ((sums["easy"] / n).sign(), args.etas),
         "rl-hard sign": ((sums["hard"] / n).sign(), args.etas),
+        "rl-easy-target sign": ((sums["easy-target"] / n).sign(), args.etas),
+        "rl-easy-others sign": ((sums["easy-others"] / n).sign(), args.etas),
         "sft drift": (sft_mean / (rms_sft + 1e-12), args.drift_etas),
         "rl drift": (rl_mean / (rms_rl + 1e-12), args.drift_etas),
     }
@@ -195,7 +243,9 @@ def main() -> None:
         "valid_rows": args.valid_rows, "counts": counts,
         "noise": {"rl": noise_stats(per_batch_rl, settings.batch_size), "sft": noise_stats(per_batch_sft, settings.batch_size)},
         "cosines": {"rl_vs_sft": cosine(rl_mean, sft_mean), "easy_vs_hard": cosine(sums["easy"], sums["hard"]),
-                    "rl_vs_easy": cosine(rl_mean, sums["easy"]), "rl_vs_hard": cosine(rl_mean, sums["hard"])},
+                    "rl_vs_easy": cosine(rl_mean, sums["easy"]), "rl_vs_hard": cosine(rl_mean, sums["hard"]),
+                    "easy_target_vs_sft": cosine(sums["easy-target"], sft_mean),
+                    "easy_others_vs_sft": cosine(sums["easy-others"], sft_mean)},
         "drift_magnitude": {"rl": float((rl_mean / (rms_rl + 1e-12)).abs().mean()),
                             "sft": float((sft_mean / (rms_sft + 1e-12)).abs().mean())},
         "gradient_seconds": round(time.perf_counter() - started, 1),
@@ -206,6 +256,17 @@ def main() -> None:
     validation = RankingValidation.build(tokenizer, meta["sid_map"], valid_frame, args.valid_rows, 20, max_length,
                                          settings.seed, max(len(tokenizer), policy.config.vocab_size),
                                          needed_for="the probe", source=str(args.valid))
+    if args.valid_control:
+        control = held_out_valid_examples(valid_frame, meta["sid_map"], tokenizer, args.valid_rows, settings.seed,
+                                          args.valid_control, max_length)
+        directions["valid-sft sign"] = (sft_gradient(policy, params, control, pad_id).sign(), args.etas)
+        policy.zero_grad(set_to_none=True)
+        result["valid_control_rows"] = len(control)
+    if args.directions:
+        unknown = set(args.directions.split(",")) - set(directions)
+        if unknown:
+            raise SystemExit(f"--directions: unknown {sorted(unknown)}; expected some of {list(directions)}")
+        directions = {k: v for k, v in directions.items() if k in args.directions.split(",")}
     amp = amp_dtype(policy, settings)
     base = valid_ranks(policy, validation, amp)
     result["start"] = metrics_from_ranks(base)
