@@ -48,7 +48,7 @@ from singer_rec.training.rl.examples import Example, build_dictionaries, build_e
 from singer_rec.training.rl.loop import epoch_order
 from singer_rec.training.rl.rollouts import amp_dtype, rollout
 from singer_rec.training.rl.settings import RL_ALIGNMENT, RLSettings, validate_settings
-from singer_rec.training.sft import RankingValidation
+from singer_rec.training.sft import RankingValidation, SFTSettings
 
 
 def flat_grad(params) -> torch.Tensor:
@@ -252,7 +252,7 @@ def main() -> None:
     }
     del per_batch_rl, per_batch_sft
     valid_frame = pd.read_parquet(args.valid, columns=["prompt", "answer"])
-    max_length = int((meta.get("train") or {}).get("max_length") or 512)
+    max_length = int((meta.get("train") or {}).get("max_length") or SFTSettings.max_length)  # as the RL run
     validation = RankingValidation.build(tokenizer, meta["sid_map"], valid_frame, args.valid_rows, 20, max_length,
                                          settings.seed, max(len(tokenizer), policy.config.vocab_size),
                                          needed_for="the probe", source=str(args.valid))
