@@ -224,6 +224,16 @@ def test_rank_valid_scores_every_valid_row_as_the_evaluate_stage(tmp_path, capsy
 
     assert module.main([str(data), str(tmp_path / "nothing")]) == 2
     assert "nothing is not a model folder" in capsys.readouterr().err
+    # --split test ranks the test rows the same way (for reporting a model valid has selected)
+    assert module.main([str(data), str(model_a), "--env", "local", "--split", "test"]) == 2
+    assert "test_sequences.parquet: no test split" in capsys.readouterr().err
+    test = valid.iloc[:5].reset_index(drop=True)
+    test.to_parquet(data / "03_primary" / "test_sequences.parquet")
+    assert module.main([str(data), str(model_a), "--env", "local", "--split", "test", "--out", str(out)]) == 0
+    tested = json.loads(out.read_text())
+    assert tested["split"] == "test" and tested["rows"] == 5
+    expected_test = evaluate_valid(model_a, test, params)
+    assert tested["models"][str(model_a)]["test"] == pytest.approx({k: round(expected_test[k], 5) for k in module.SHOWN})
 
 
 def test_rl_direction_probe_noise_stats_exact():
