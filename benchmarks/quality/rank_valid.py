@@ -38,11 +38,11 @@ def evaluate_parameters(env: str) -> dict:
     return project_parameters(ROOT / "conf", env)["evaluate"]
 
 
-def valid_ranks(model: Path, valid: pd.DataFrame, params: dict, rows: int | None,
+def valid_ranks(model: Path, sequences: pd.DataFrame, params: dict, rows: int | None,
                 split: str = "valid") -> list[int | None]:
     """The target's 1-based rank per row of ``split`` (None: not among the ranked items)."""
     config = evaluate_config({**params, "valid_max_rows": rows})
-    predictions = predict_next_items(model, valid, config, f"{split}_sequences", config.valid_max_rows)
+    predictions = predict_next_items(model, sequences, config, f"{split}_sequences", config.valid_max_rows)
     return ranks_of(predictions)
 
 
@@ -59,15 +59,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         folders = [resolve_model_folder(m) for m in args.models]
-        valid_path = args.data / "03_primary" / f"{args.split}_sequences.parquet"
-        if not valid_path.is_file():
-            raise FileNotFoundError(f"{valid_path}: no {args.split} split (run the split stage of that environment)")
-        valid = pd.read_parquet(valid_path)
+        path = args.data / "03_primary" / f"{args.split}_sequences.parquet"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no {args.split} split (run the split stage of that environment)")
+        sequences = pd.read_parquet(path)
         params = evaluate_parameters(args.env or args.data.name)
     except (OSError, KeyError, ValueError) as error:
         print(f"rank_valid: {error}", file=sys.stderr)
         return 2
-    ranks = {str(folder): valid_ranks(folder, valid, params, args.rows, args.split) for folder in folders}
+    ranks = {str(folder): valid_ranks(folder, sequences, params, args.rows, args.split) for folder in folders}
     names = list(ranks)
     out = {"data": str(args.data), "split": args.split, "rows": len(ranks[names[0]]), "models": {}}
     for name in names:

@@ -40,15 +40,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from singer_rec import decoding
-from singer_rec.metrics import hit_rank, metrics_from_ranks, paired_bootstrap
+from singer_rec.metrics import metrics_from_ranks, paired_bootstrap
 from singer_rec.modeling import load_model_folder
 from singer_rec.rl.grpo import completion_logprobs, group_advantages, grpo_loss
 from singer_rec.training.rl.examples import Example, build_dictionaries, build_examples
 from singer_rec.training.rl.loop import epoch_order
-from singer_rec.training.rl.rollouts import amp_dtype, rollout
+from singer_rec.training import common
+from singer_rec.training.rl.rollouts import amp_dtype, has_zero_advantage, rollout
 from singer_rec.training.rl.settings import RL_ALIGNMENT, RLSettings, validate_settings
-from singer_rec.training.sft import RankingValidation, SFTSettings
+from singer_rec.training.sft import RankingValidation, SFTSettings, seeded_sample
 
 
 def flat_grad(params) -> torch.Tensor:
@@ -118,36 +118,28 @@ def noise_stats(batch_grads: list[torch.Tensor], batch_size: int) -> dict[str, f
 
 
 def held_out_valid_examples(frame: pd.DataFrame, sid_map, tokenizer, ranked_rows: int, seed: int, count: int,
-                            max_length: int) -> list[Example]:
+                            max_length: int, vocab_size: int, source: str) -> list[Example]:
     """``count`` seeded valid rows outside the ``ranked_rows`` that ``RankingValidation`` ranks (the same
     seeded sample of the SID-answer rows), as SFT examples: the control direction that fits the
-    valid distribution without touching the rows it is judged on."""
-    from singer_rec.prompts import render_for_model
+    valid distribution without touching the rows it is judged on. The prompts are encoded as the
+    valid ranking encodes them."""
     from singer_rec.training.rl.examples import sid_ids
 
-    sids = set(sid_map.values())
+    sids = sorted(set(sid_map.values()))  # RankingValidation's item order: its targets index it
     frame = frame[frame["answer"].isin(sids)].reset_index(drop=True)
-    depth = max(len(sid_ids(tokenizer, sid)) for sid in sids)
-    return [Example(tokenizer.encode(render_for_model(frame["prompt"][i]), add_special_tokens=False)[-(max_length - depth - 1):],
-                    sid_ids(tokenizer, frame["answer"][i]), True, "semantic")
-            for i in unranked_rows(len(frame), ranked_rows, seed, count)]
+    control = RankingValidation.build(tokenizer, sid_map, frame.iloc[unranked_rows(len(frame), ranked_rows, seed, count)],
+                                      None, 1, max_length, seed, vocab_size, needed_for="the valid control", source=source)
+    return [Example(prompt, sid_ids(tokenizer, sids[target]), True, "semantic")
+            for prompt, target in zip(control.prompts, control.targets)]
 
 
 def unranked_rows(num_rows: int, ranked_rows: int, seed: int, count: int) -> list[int]:
     """``count`` seeded row positions outside those that ``seeded_sample(frame, ranked_rows, seed)`` ranks."""
-    ranked = set(np.random.default_rng(seed).permutation(num_rows)[:ranked_rows].tolist())
+    ranked = set(seeded_sample(pd.DataFrame({"row": range(num_rows)}), ranked_rows, seed)["row"])
     rest = [i for i in range(num_rows) if i not in ranked]
     if not rest:
         raise SystemExit(f"--valid-control: all {num_rows} valid rows are ranked (--valid-rows {ranked_rows})")
     return np.random.default_rng(seed + 1).permutation(rest)[:count].tolist()
-
-
-def valid_ranks(policy, validation: RankingValidation, amp) -> list[int | None]:
-    policy.eval()
-    with torch.no_grad():
-        ranked = decoding.beam_search(policy, validation.prompts, validation.trie, num_beams=validation.num_beams,
-                                      batch_size=32, pad_token_id=validation.pad_id, autocast_dtype=amp).items
-    return [hit_rank(r, t) for r, t in zip(ranked, validation.targets)]
 
 
 def main() -> None:
@@ -207,7 +199,7 @@ def main() -> None:
         counts["easy"] += sum(not g.hard for g in groups)
         counts["hard"] += sum(g.hard for g in groups)
         counts["guided"] += sum(g.guide > 0 for g in groups)
-        flat = [g for g in groups if float(group_advantages(g.rewards).abs().sum()) == 0]
+        flat = [g for g in groups if has_zero_advantage(g)]
         counts["zero_advantage"] += len(flat)
         counts["title_groups"] += sum(not g.is_sid for g in groups)
         counts["zero_advantage_title"] += sum(not g.is_sid for g in flat)
@@ -253,12 +245,12 @@ def main() -> None:
     del per_batch_rl, per_batch_sft
     valid_frame = pd.read_parquet(args.valid, columns=["prompt", "answer"])
     max_length = int((meta.get("train") or {}).get("max_length") or SFTSettings.max_length)  # as the RL run
-    validation = RankingValidation.build(tokenizer, meta["sid_map"], valid_frame, args.valid_rows, 20, max_length,
-                                         settings.seed, max(len(tokenizer), policy.config.vocab_size),
-                                         needed_for="the probe", source=str(args.valid))
+    vocab_size = max(len(tokenizer), policy.config.vocab_size)
+    validation = RankingValidation.build(tokenizer, meta["sid_map"], valid_frame, args.valid_rows, settings.valid_num_beams,
+                                         max_length, settings.seed, vocab_size, needed_for="the probe", source=str(args.valid))
     if args.valid_control:
         control = held_out_valid_examples(valid_frame, meta["sid_map"], tokenizer, args.valid_rows, settings.seed,
-                                          args.valid_control, max_length)
+                                          args.valid_control, max_length, vocab_size, str(args.valid))
         directions["valid-sft sign"] = (sft_gradient(policy, params, control, pad_id).sign(), args.etas)
         policy.zero_grad(set_to_none=True)
         result["valid_control_rows"] = len(control)
@@ -268,7 +260,12 @@ def main() -> None:
             raise SystemExit(f"--directions: unknown {sorted(unknown)}; expected some of {list(directions)}")
         directions = {k: v for k, v in directions.items() if k in args.directions.split(",")}
     amp = amp_dtype(policy, settings)
-    base = valid_ranks(policy, validation, amp)
+    single = common.Dist()
+
+    def valid_ranks():
+        return validation.ranks(policy, single, 32, amp)
+
+    base = valid_ranks()
     result["start"] = metrics_from_ranks(base)
     print(f"start model: valid NDCG@10 {result['start']['NDCG@10']:.4f} ({len(base)} rows)", flush=True)
     result["points"] = []
@@ -280,7 +277,7 @@ def main() -> None:
                     # descend the loss: the gradient of −reward (RL) and of cross-entropy (SFT)
                     p.copy_(w - eta * direction[offset : offset + p.numel()].view_as(p).to(p.dtype))
                     offset += p.numel()
-            ranks = valid_ranks(policy, validation, amp)
+            ranks = valid_ranks()
             point = {"direction": name, "eta": eta, **metrics_from_ranks(ranks),
                      "delta_ndcg10": paired_bootstrap(base, ranks, "NDCG@10"),
                      "delta_hr10": paired_bootstrap(base, ranks, "HR@10")}

@@ -36,7 +36,7 @@ import torch
 from tqdm import tqdm
 
 from singer_rec import decoding, modeling, tracking
-from singer_rec.metrics import ranking_metrics
+from singer_rec.metrics import hit_rank, metrics_from_ranks
 from singer_rec.prompts import render_for_model
 from singer_rec.training import common
 
@@ -333,17 +333,25 @@ class RankingValidation:
         return cls(prompts, [position[a] for a in frame["answer"]], decoding.PrefixTrie.build(sequences, vocab_size),
                    min(num_beams, len(sequences)), pad_id=tokenizer.pad_token_id)
 
-    def metric_sums(self, model, dist: common.Dist, batch_size: int, amp_dtype) -> dict[str, float]:
-        """HR/NDCG@K summed over this process's share of the rows (``n`` = rows)."""
+    def ranks(self, model, dist: common.Dist, batch_size: int, amp_dtype) -> list[int | None]:
+        """The target's 1-based rank (None: not among the beams) per row of this process's share,
+        the model in eval mode."""
         mine = list(range(dist.rank, len(self.prompts), dist.world_size))
         if not mine:
-            return {"n": 0.0}
+            return []
         model.eval()
         with torch.no_grad():
             ranked = decoding.beam_search(model, [self.prompts[i] for i in mine], self.trie, num_beams=self.num_beams,
                                           batch_size=batch_size, pad_token_id=self.pad_id, autocast_dtype=amp_dtype).items
+        return [hit_rank(r, self.targets[i]) for r, i in zip(ranked, mine)]
+
+    def metric_sums(self, model, dist: common.Dist, batch_size: int, amp_dtype) -> dict[str, float]:
+        """HR/NDCG@K summed over this process's share of the rows (``n`` = rows)."""
+        ranks = self.ranks(model, dist, batch_size, amp_dtype)
+        if not ranks:
+            return {"n": 0.0}
         model.train()
-        metrics = ranking_metrics(ranked, [self.targets[i] for i in mine])
+        metrics = metrics_from_ranks(ranks)
         return {k: v * metrics["n"] for k, v in metrics.items() if k != "n"} | {"n": float(metrics["n"])}
 
     def evaluate(self, model, dist: common.Dist, batch_size: int, amp_dtype) -> dict[str, float]:

@@ -110,6 +110,12 @@ def rollout(
     return groups  # type: ignore[return-value]
 
 
+def has_zero_advantage(group: Group) -> bool:
+    """Equal rewards (or a one-item group): Eq. 1 gives zero advantages, so the group adds no policy
+    gradient, only the KL term."""
+    return len(set(group.rewards)) <= 1
+
+
 def rollout_stats(groups: Sequence[Group]) -> dict[str, float]:
     """Per-step rollout statistics summed over this process (divided after the all-reduce)."""
     rewards = [r for g in groups for r in g.rewards]
@@ -119,8 +125,7 @@ def rollout_stats(groups: Sequence[Group]) -> dict[str, float]:
         "hits": float(sum(g.hit for g in groups)),
         "hard": float(len(hard)),
         "guide_sum": float(sum(g.guide for g in hard)),
-        # equal rewards (or a one-item group): zero advantage, so no policy gradient, only the KL term
-        "zero_advantage": float(sum(len(set(g.rewards)) <= 1 for g in groups)),
+        "zero_advantage": float(sum(map(has_zero_advantage, groups))),
         "reward_sum": float(sum(rewards)),
         "rewards": float(len(rewards)),
     }
