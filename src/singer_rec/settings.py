@@ -1,6 +1,7 @@
 """Kedro project settings."""
 import json
 import os
+import warnings
 from pathlib import Path
 
 from kedro.config import OmegaConfigLoader
@@ -9,6 +10,20 @@ from singer_rec.hooks import MlflowTrackingHook
 from singer_rec.params import ParameterValidationHook
 
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
+
+# Kedro 1.7.0's OmegaConfigLoader registers its own `globals` and `runtime_params` resolvers with
+# OmegaConf.register_new_resolver(), which omegaconf 2.4 deprecated in favour of register_resolver()
+# (omry/omegaconf#1322): a UserWarning on every `kedro run`. The call is Kedro's, not the project's
+# (the project registers no resolver, and CONFIG_LOADER_ARGS' `custom_resolvers` would go through the
+# same call), so there is nothing here to migrate: ignore exactly that message, raised from exactly
+# that module, until Kedro calls register_resolver(). tests/test_no_deprecation_warnings.py checks that
+# loading the project raises no deprecation warning.
+warnings.filterwarnings(
+    "ignore",
+    message=r"register_new_resolver\(\) is deprecated",
+    category=UserWarning,
+    module=r"kedro\.config\.omegaconf_config",
+)
 
 # Parameter blocks are checked first (a misspelled key fails before any data is read).
 HOOKS = (ParameterValidationHook(), MlflowTrackingHook())
