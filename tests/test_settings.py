@@ -137,10 +137,12 @@ def test_every_environment_passes_parameter_validation(env):
 
 @pytest.mark.parametrize("override,message", [
     ({"evaluate": {"num_beamz": 20}}, r"unknown parameter\(s\) \['evaluate\.num_beamz'\]; allowed keys of evaluate: "
-                                      r"\['autocast_dtype', 'batch_size', 'device', 'history_length', 'ks'"),
+                                      r"\['autocast', 'batch_size', 'device', 'history_length', 'ks'"),
     ({"evaluate": {"num_beams": 5}}, r"evaluate\.num_beams=5 must be >= the largest K \(10\)"),
     ({"evaluate": {"batch_size": "32"}}, r"evaluate\.batch_size must be an integer, got '32'"),
-    ({"evaluate": {"autocast_dtype": "fp8"}}, r"evaluate\.autocast_dtype must be one of \['float32', 'bfloat16', 'float16'\]"),
+    ({"evaluate": {"autocast": "fp8"}}, r"evaluate\.autocast must be one of \['auto', 'bf16', 'off'\]"),
+    ({"evaluate": {"autocast_dtype": "bfloat16"}}, r"evaluate\.autocast_dtype was renamed to autocast"),
+    ({"evaluate": {"device": "gpu"}}, r"evaluate\.device must be one of auto, cpu, cuda, cuda:N, got 'gpu'"),
     ({"sid": {"codebook_size": 1}}, r"sid\.codebook_size must be >= 2, got 1"),
     ({"sid": {"init_trials": 0}}, r"sid\.init_trials must be >= 1, got 0"),
     ({"split": {"ratios": [0.8, 0.3, 0.1]}}, r"split\.ratios must be three non-negative shares"),

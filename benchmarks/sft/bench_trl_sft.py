@@ -209,7 +209,7 @@ def main() -> None:
     if args.steps < 2 or args.rounds * args.steps > len(epoch_steps):
         sys.exit(f"--steps >= 2 and rounds x steps <= {len(epoch_steps)} (full batches in an epoch)")
 
-    bf16 = common.autocast_dtype(torch.device("cpu"), "auto")
+    bf16 = torch.bfloat16 if common.cpu_supports_bf16() else None  # bf16 where this CPU has it natively
     variants = args.variants.split(",")
     models = {name: copy.deepcopy(base).train() for name in variants}
     wall: dict[str, list[float]] = {name: [] for name in variants}

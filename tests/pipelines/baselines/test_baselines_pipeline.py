@@ -80,3 +80,26 @@ def test_project_conf_parses_into_valid_settings_and_catalog_entries():
     for name in ["baseline_metrics", "baseline_sasrec_metrics", "sft.test_metrics", "minionerec.test_metrics", "results_markdown"]:
         assert name in catalog, name
     assert catalog["rl.test_metrics"].load() is None or isinstance(catalog["rl.test_metrics"].load(), dict)
+
+
+def test_device_auto_on_a_cpu_trains_exactly_as_cpu(monkeypatch):
+    """``baselines.device: auto`` (the default) without CUDA is the CPU: the same metrics, bit for bit."""
+    import torch
+
+    from singer_rec.pipelines.baselines.nodes import train_gru4rec, train_tiger
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    item_ids, train, valid, test = rule_tables(num_items=20, num_users=60, max_len=5)
+    items = pd.DataFrame({"item_id": item_ids})
+    sids = pd.DataFrame({"item_id": item_ids, "codes": [[i // 5, i % 5] for i in range(20)]})
+    short = {**TINY_PARAMS, "training": {**TINY_PARAMS["training"], "max_epochs": 2},
+             "tiger": {**TINY_PARAMS["tiger"], "max_epochs": 1, "hidden_size": 32, "intermediate_size": 64}}
+    runs = {}
+    for device in ("auto", "cpu"):
+        params = {**short, "device": device}
+        gru = train_gru4rec(items, train, valid, test, params, 3)
+        tiger = train_tiger(sids, train, valid, test, params, 3)
+        runs[device] = [{k: v for k, v in m.items() if k != "wall_time_s"} for m in (gru, tiger)]
+    assert runs["auto"] == runs["cpu"]
+    with pytest.raises(ValueError, match=r"baselines\.device is 'cuda', but CUDA is not available"):
+        train_gru4rec(items, train, valid, test, {**short, "device": "cuda"}, 3)

@@ -61,3 +61,17 @@ def test_embed_pipeline_on_in_memory_catalog():
 def test_embed_node_names_a_missing_field():
     with pytest.raises(ValueError, match=r"no column\(s\) \['summary'\]"):
         embed_items(ITEMS, {"encoder": "hashing", "text_fields": ["title", "summary"]})
+
+
+def test_embed_device_and_dtype_keys():
+    from singer_rec.params import from_params
+    from singer_rec.pipelines.embed.nodes import EmbedParams
+
+    params = yaml.safe_load((ROOT / "conf/base/parameters_embed.yml").read_text())["embed"]
+    assert (params["device"], params["dtype"]) == ("auto", "auto")  # the CPU in float32 here, bf16 on a GPU
+    config = from_params(EmbedParams, {"device": "cuda:1", "dtype": "bfloat16"}, "embed")
+    assert (config.device, config.dtype) == ("cuda:1", "bfloat16")
+    with pytest.raises(ValueError, match=r"embed\.dtype must be one of \['auto', 'float32', 'bfloat16', 'float16'\], got 'bf16'"):
+        from_params(EmbedParams, {"dtype": "bf16"}, "embed")
+    with pytest.raises(ValueError, match=r"embed\.device must be one of auto, cpu, cuda, cuda:N, got 'cuda1'"):
+        from_params(EmbedParams, {"device": "cuda1"}, "embed")

@@ -15,9 +15,9 @@ from conftest import PROJECT_ROOT
 from decoding.tiny_folder import SIDS, TEST_SEQUENCES, VALID_SEQUENCES, build_tiny_folder, exhaustive_ranking
 from singer_rec.modeling import read_meta, training_seconds
 from singer_rec.pipelines.evaluate import create_pipeline
-from singer_rec.pipelines.evaluate.nodes import evaluate_test, matching_depth, report_tables
+from singer_rec.pipelines.evaluate.nodes import evaluate_config, evaluate_test, matching_depth, predict_next_items, report_tables
 
-PARAMS = {"num_beams": 12, "ks": [3, 5, 10], "batch_size": 4, "autocast_dtype": None, "device": "cpu",
+PARAMS = {"num_beams": 12, "ks": [3, 5, 10], "batch_size": 4, "autocast": "off", "device": "cpu",
           "template_index": 0, "history_length": 10, "max_rows": None, "valid_max_rows": 4}
 
 
@@ -126,3 +126,26 @@ def test_test_metrics_carry_the_training_time_the_folder_records(tmp_path, folde
     _, metrics = evaluate_test(copy, TEST_SEQUENCES, PARAMS)
     assert metrics["train_s"] == 15.75  # SFT 12.5 s + RL 3.25 s
     assert metrics["wall_time_s"] == pytest.approx(15.75 + metrics["decode_s"], abs=0.01)
+
+
+def test_device_and_autocast_auto_on_a_cpu_rank_as_cpu_float32(folder, monkeypatch):
+    """The defaults (``device: auto``, ``autocast: auto``) on a machine without CUDA are the CPU in
+    float32: the same predictions, scores included, as ``device: cpu, autocast: off``."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    defaults = {k: v for k, v in PARAMS.items() if k not in ("device", "autocast")}
+    assert (evaluate_config(defaults).device, evaluate_config(defaults).autocast) == ("auto", "auto")
+    auto = predict_next_items(folder, TEST_SEQUENCES, defaults, "test_sequences")
+    cpu = predict_next_items(folder, TEST_SEQUENCES, PARAMS, "test_sequences")
+    pd.testing.assert_frame_equal(auto, cpu)
+
+
+def test_old_and_wrong_device_keys_are_named():
+    with pytest.raises(ValueError, match=r"evaluate\.autocast_dtype was renamed to autocast"):
+        evaluate_config({**PARAMS, "autocast_dtype": "bfloat16"})
+    with pytest.raises(ValueError, match=r"evaluate\.device must be one of auto, cpu, cuda, cuda:N, got 'gpu'"):
+        evaluate_config({**PARAMS, "device": "gpu"})
+    with pytest.raises(ValueError, match=r"evaluate\.autocast must be one of \['auto', 'bf16', 'off'\], got 'bfloat16'"):
+        evaluate_config({**PARAMS, "autocast": "bfloat16"})
+    assert evaluate_config({**PARAMS, "device": "cuda:1", "autocast": "bf16"}).device == "cuda:1"

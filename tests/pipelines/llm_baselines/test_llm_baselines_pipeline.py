@@ -86,3 +86,25 @@ def test_project_conf_is_a_valid_parameter_block():
         from_params(LLMBaselinesParams, {**conf, "alphas": [0.0, 1.0], "assistant": None}, "llm_baselines")
     assert not config.uses_assistant and from_params(LLMBaselinesParams, {**conf, "alphas": [0.0]},
                                                      "llm_baselines").uses_assistant
+
+
+def test_decoding_device_and_autocast_follow_the_machine(monkeypatch):
+    """``device: auto, autocast: auto`` (the defaults): the CPU in float32 without a GPU, so the rows
+    above are today's; a wrong value names its key."""
+    import contextlib
+
+    import torch
+
+    from singer_rec.params import from_params
+    from singer_rec.pipelines.llm_baselines.nodes import LLMBaselinesParams, _decoding, _device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    config = from_params(LLMBaselinesParams, {}, "llm_baselines")
+    assert (config.device, config.autocast) == ("auto", "auto") and _device(config) == torch.device("cpu")
+    assert isinstance(_decoding(config, torch.nn.Linear(2, 2)), contextlib.nullcontext)  # float32 on a CPU
+    assert not isinstance(_decoding(from_params(LLMBaselinesParams, {"autocast": "bf16"}, "llm_baselines"),
+                                    torch.nn.Linear(2, 2)), contextlib.nullcontext)
+    with pytest.raises(ValueError, match=r"llm_baselines\.autocast must be one of \['auto', 'bf16', 'off'\], got 'on'"):
+        from_params(LLMBaselinesParams, {"autocast": "on"}, "llm_baselines")
+    with pytest.raises(ValueError, match=r"llm_baselines\.device must be one of auto, cpu, cuda, cuda:N, got 'gpu0'"):
+        from_params(LLMBaselinesParams, {"device": "gpu0"}, "llm_baselines")

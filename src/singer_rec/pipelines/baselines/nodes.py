@@ -46,6 +46,7 @@ class BaselinesParams:
 
     max_history: int = 10
     num_threads: int | None = None
+    device: str = "auto"        # GRU4Rec, Caser, SASRec, HSTU and TIGER: auto (CUDA when available) | cpu | cuda | cuda:N
     training: Any = None
     gru4rec: Any = None
     caser: Any = None
@@ -58,6 +59,7 @@ class BaselinesParams:
 
         if self.max_history < 1:
             raise ValueError(f"{where}.max_history must be >= 1, got {self.max_history}")
+        common.check_device_name(self.device, f"{where}.device")
         train_keys = {f.name for f in fields(TrainConfig)} - {"seed"}
         shared = _check_keys(self.training or {}, train_keys, f"{where}.training")
         for name, cls in MODELS.items():
@@ -112,8 +114,10 @@ def train_sequential_baseline(name: str, items: pd.DataFrame, train_sequences: p
                           params["max_history"])
     training = {**params["training"], **params[name].get("training", {}), "seed": seed}
     model_config = {"max_len": params["max_history"], **params[name].get("model", {})}
+    device = common.resolve_device(params.get("device", "auto"), "baselines.device")
     with common.torch_threads(params.get("num_threads")):
-        fit = train_with_grid(name, index.num_items, data["train"], data["valid"], TrainConfig(**training), model_config)
+        fit = train_with_grid(name, index.num_items, data["train"], data["valid"], TrainConfig(**training), model_config,
+                              device=device)
         metrics = evaluate_model(fit.model, data["test"], training.get("eval_batch_size", 1024))
     logger.info("%s test %s", name, {k: round(v, 4) for k, v in metrics.items()})
     return {**metrics, "wall_time_s": round(time.perf_counter() - started, 2),
@@ -147,8 +151,9 @@ def train_tiger(item_sids: pd.DataFrame, train_sequences: pd.DataFrame, valid_se
     started = time.perf_counter()
     config = tiger.TigerConfig(**{"max_history": params["max_history"], **params["tiger"], "seed": seed})
     vocab = tiger.SidVocabulary(item_sids)
+    device = common.resolve_device(params.get("device", "auto"), "baselines.device")
     with common.torch_threads(params.get("num_threads")):
-        model, info = tiger.train_tiger(vocab, train_sequences, valid_sequences, config)
+        model, info = tiger.train_tiger(vocab, train_sequences, valid_sequences, config, device=device)
         metrics = tiger.evaluate_tiger(model, vocab, test_sequences, config)
     logger.info("tiger test %s", {k: round(v, 4) for k, v in metrics.items()})
     info.pop("curve")  # per-epoch valid curve: logged to MLflow by train_tiger, not a metric

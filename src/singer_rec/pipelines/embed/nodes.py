@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 
 from singer_rec.params import from_params, rule
-from singer_rec.sid.encoders import PRESETS, build_item_texts, encode_texts
+from singer_rec.sid.encoders import DTYPES, PRESETS, build_item_texts, encode_texts
+from singer_rec.training import common
 
 logger = logging.getLogger(__name__)
 
@@ -25,10 +26,12 @@ class EmbedParams:
     max_chars: int | None = field(default=2000, metadata=rule(ge=1))
     batch_size: int = field(default=64, metadata=rule(ge=1))
     normalize: bool = True
-    device: str = "cpu"
+    device: str = "auto"               # auto (CUDA when available) | cpu | cuda | cuda:N
+    dtype: str = field(default="auto", metadata=rule(choices=DTYPES))  # the model's weights; auto: bf16 on a GPU, float32 on a CPU
     dim: int = field(default=256, metadata=rule(ge=1))   # hashing encoder only
 
     def check(self, where: str) -> None:
+        common.check_device_name(self.device, f"{where}.device")
         if not self.text_fields:
             raise ValueError(f"{where}.text_fields must name at least one column of items")
         if self.encoder == "sentence-transformers" and not self.model_path:
@@ -43,6 +46,6 @@ def embed_items(items: pd.DataFrame, params: dict[str, Any]) -> np.ndarray:
     config = from_params(EmbedParams, params, "embed")
     texts = build_item_texts(items, config.text_fields, separator=config.separator, max_chars=config.max_chars)
     vectors = encode_texts(texts, config.encoder, model_path=config.model_path, batch_size=config.batch_size,
-                           normalize=config.normalize, device=config.device, dim=config.dim)
+                           normalize=config.normalize, device=config.device, dtype=config.dtype, dim=config.dim)
     logger.info("item_embeddings: %d items x %d dims", *vectors.shape)
     return vectors

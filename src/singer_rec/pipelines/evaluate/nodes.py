@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 from matplotlib.figure import Figure
 
 from singer_rec import tracking
@@ -18,30 +17,31 @@ from singer_rec.modeling import read_meta, training_seconds
 from singer_rec.params import from_params, rule
 from singer_rec.recommend import SidRecommender
 from singer_rec.sid_format import sid_tokens
+from singer_rec.training import common
 
 logger = logging.getLogger(__name__)
 
 SEQUENCE_COLUMNS = ("user_id", "history", "target")
 
 
-AUTOCAST_DTYPES = ("float32", "bfloat16", "float16")
-
-
 @dataclass
 class EvaluateParams:
     """``params:evaluate``: constrained beam search over the model's SID map, then HR/NDCG@K."""
 
+    RENAMED_KEYS = {"autocast_dtype": "autocast"}
+
     num_beams: int = field(default=20, metadata=rule(ge=1))   # items ranked per row; >= the largest K
     ks: list[int] = field(default_factory=lambda: list(DEFAULT_KS))
     batch_size: int = field(default=32, metadata=rule(ge=1))
-    autocast_dtype: str | None = field(default=None, metadata=rule(choices=AUTOCAST_DTYPES))
-    device: str = "cpu"
+    autocast: str = field(default="auto", metadata=rule(choices=common.AUTOCAST_MODES))  # bf16 on a GPU, float32 on a CPU
+    device: str = "auto"                                     # auto | cpu | cuda | cuda:N
     template_index: int = field(default=0, metadata=rule(ge=0))
     history_length: int = field(default=10, metadata=rule(ge=1))
     max_rows: int | None = field(default=None, metadata=rule(ge=1))
     valid_max_rows: int | None = field(default=1000, metadata=rule(ge=1))
 
     def check(self, where: str) -> None:
+        common.check_device_name(self.device, f"{where}.device")
         if not self.ks or min(self.ks) < 1:
             raise ValueError(f"{where}.ks must be a non-empty list of positive cut-offs, got {self.ks}")
         if self.num_beams < max(self.ks):
@@ -52,10 +52,6 @@ class EvaluateParams:
 def evaluate_config(params: dict[str, Any] | EvaluateParams) -> EvaluateParams:
     """The typed ``evaluate`` block (unknown keys, wrong types and out-of-range values rejected)."""
     return from_params(EvaluateParams, params, "evaluate")
-
-
-def _autocast_dtype(name: str | None) -> torch.dtype | None:
-    return None if name in (None, "float32") else getattr(torch, name)
 
 
 def _rows(sequences: pd.DataFrame, name: str, limit: int | None) -> pd.DataFrame:
@@ -73,7 +69,8 @@ def predict_next_items(model_folder: Path, sequences: pd.DataFrame, params: dict
     """Ranked items (``num_beams`` of them, best first) and their log-probs for every row of ``sequences``."""
     config = evaluate_config(params)
     rows = _rows(sequences, name, limit)
-    recommender = SidRecommender.from_folder(model_folder, device=config.device, template_index=config.template_index,
+    device = common.resolve_device(config.device)
+    recommender = SidRecommender.from_folder(model_folder, device=str(device), template_index=config.template_index,
                                              history_length=config.history_length)
     targets = [str(t) for t in rows["target"]]
     for row, (user, target) in enumerate(zip(rows["user_id"], targets)):
@@ -83,7 +80,7 @@ def predict_next_items(model_folder: Path, sequences: pd.DataFrame, params: dict
     beams = config.num_beams
     start = time.perf_counter()
     items, scores = recommender.recommend(histories, k=beams, num_beams=beams, batch_size=config.batch_size,
-                                          autocast_dtype=_autocast_dtype(config.autocast_dtype), progress=True,
+                                          autocast_dtype=common.autocast_dtype(device, config.autocast), progress=True,
                                           where=f"{name} row")
     seconds = time.perf_counter() - start
     logger.info("%s: %d rows decoded with beam %d in %.1f s (%.1f rows/s)", name, len(rows), beams, seconds,

@@ -42,10 +42,13 @@ class LLMBaselinesParams:
     valid_rows: int = field(default=500, metadata=rule(ge=1))    # valid rows that choose alpha (seeded sample)
     assistant_beams: int = field(default=50, metadata=rule(ge=10))  # D3 with the assistant: beams it reorders
     num_threads: int | None = field(default=1, metadata=rule(ge=1))
+    device: str = "auto"        # decoding and the assistant: auto (CUDA when available) | cpu | cuda | cuda:N
+    autocast: str = field(default="auto", metadata=rule(choices=common.AUTOCAST_MODES))  # decoding: bf16 on a GPU, float32 on a CPU
 
     def check(self, where: str) -> None:
         from singer_rec.training.sft import SFTSettings
 
+        common.check_device_name(self.device, f"{where}.device")
         SFTSettings.from_dict(self.train, f"{where}.train")  # the overrides: known sft.train keys, in range
         if self.alphas is not None:
             if not self.alphas or any(not isinstance(a, (int, float)) or a < 0 for a in self.alphas):
@@ -61,6 +64,16 @@ class LLMBaselinesParams:
 
 def _config(params: dict[str, Any]) -> LLMBaselinesParams:
     return from_params(LLMBaselinesParams, params, "llm_baselines")
+
+
+def _device(config: LLMBaselinesParams) -> torch.device:
+    return common.resolve_device(config.device, "llm_baselines.device")
+
+
+def _decoding(config: LLMBaselinesParams, model):
+    """The autocast context of the title model's decoding (``llm_baselines.autocast`` on its device)."""
+    device = next(model.parameters()).device
+    return common.autocast(device, common.autocast_dtype(device, config.autocast))
 
 
 def _titles(items: pd.DataFrame, item_sids: pd.DataFrame) -> dict[str, str]:
@@ -150,14 +163,15 @@ def evaluate_bigrec(model_folder, test_rows: pd.DataFrame, items: pd.DataFrame, 
     encoder = from_params(EmbedParams, embed, "embed")
     encode = lambda texts: encode_texts(texts, encoder.encoder, model_path=encoder.model_path,  # noqa: E731
                                         batch_size=encoder.batch_size, normalize=encoder.normalize,
-                                        device=encoder.device, dim=encoder.dim, progress=False)
+                                        device=encoder.device, dtype=encoder.dtype, dim=encoder.dim, progress=False)
     with common.torch_threads(config.num_threads):
-        model, tokenizer, _ = modeling.load_model_folder(model_folder)
+        model, tokenizer, _ = modeling.load_model_folder(model_folder, device=str(_device(config)))
         titles = _titles(items, item_sids)
         dictionary = title_llm.TitleDictionary.build(tokenizer, titles, max(len(tokenizer), model.config.vocab_size))
-        generated = title_llm.generate_titles(model, tokenizer, _prompts(tokenizer, test_rows, dictionary, sft, config),
-                                              config.num_beams, config.max_new_tokens, config.decode_batch_size,
-                                              progress=True)
+        with _decoding(config, model):
+            generated = title_llm.generate_titles(model, tokenizer, _prompts(tokenizer, test_rows, dictionary, sft, config),
+                                                  config.num_beams, config.max_new_tokens, config.decode_batch_size,
+                                                  progress=True)
         prior = title_llm.popularity_prior(dictionary.item_ids, train_sequences["target"])
         scores = ground_texts(generated, encode(list(titles.values())), encode, prior=prior, gamma=config.gamma)
     exact = float(np.mean([g == titles[str(t)] for g, t in zip(generated, test_rows["target"])]))
@@ -165,9 +179,10 @@ def evaluate_bigrec(model_folder, test_rows: pd.DataFrame, items: pd.DataFrame, 
     return _metrics(title_llm.grounded_metrics(scores, _targets(test_rows, dictionary)), started, train_report)
 
 
-def _title_model(model_folder, items, item_sids, ghost_free: bool):
-    """The title model, its tokenizer and the catalogue's title dictionary (D3's ghost-free trie or the full one)."""
-    model, tokenizer, _ = modeling.load_model_folder(model_folder)
+def _title_model(model_folder, items, item_sids, ghost_free: bool, device: torch.device | str = "cpu"):
+    """The title model (on ``device``), its tokenizer and the catalogue's title dictionary (D3's ghost-free
+    trie or the full one)."""
+    model, tokenizer, _ = modeling.load_model_folder(model_folder, device=str(device))
     dictionary = title_llm.TitleDictionary.build(tokenizer, _titles(items, item_sids),
                                                  max(len(tokenizer), model.config.vocab_size), ghost_free=ghost_free)
     return model, tokenizer, dictionary
@@ -178,7 +193,7 @@ def _constrained(title_model, test_rows, sft, config: LLMBaselinesParams, train_
     """Metrics of a constrained search over the title dictionary; ``title_model`` is ``_title_model``'s triple."""
     model, tokenizer, dictionary = title_model
     started = time.perf_counter()
-    with common.torch_threads(config.num_threads):
+    with common.torch_threads(config.num_threads), _decoding(config, model):
         rankings, _ = title_llm.constrained_rankings(
             model, _prompts(tokenizer, test_rows, dictionary, sft, config), dictionary, num_beams or config.num_beams,
             tokenizer.pad_token_id, length_penalty=length_penalty, item_bonus=item_bonus,
@@ -189,7 +204,7 @@ def _constrained(title_model, test_rows, sft, config: LLMBaselinesParams, train_
 def evaluate_bigrec_constrained(model_folder, test_rows, items, item_sids, sft, params, train_report):
     """BIGRec's model decoded over the title dictionary, Hugging Face's length normalisation."""
     config = _config(params)
-    title_model = _title_model(model_folder, items, item_sids, ghost_free=False)
+    title_model = _title_model(model_folder, items, item_sids, ghost_free=False, device=_device(config))
     return _constrained(title_model, test_rows, sft, config, train_report, config.length_penalty)
 
 
@@ -213,7 +228,8 @@ def train_assistant(items: pd.DataFrame, train_sequences: pd.DataFrame, valid_se
     with common.torch_threads(config.num_threads):
         log_probs = title_llm.assistant_log_probs(config.assistant, items["item_id"].astype(str).tolist(),
                                                   train_sequences, valid_sequences, scored, training,
-                                                  block.get("model", {}), int(baselines["max_history"]))
+                                                  block.get("model", {}), int(baselines["max_history"]),
+                                                  device=_device(config))
     return {"log_probs": log_probs["test_sequences"], "valid_log_probs": log_probs.get("valid_sequences (ranked)"),
             "train_s": round(time.perf_counter() - started, 2)}
 
@@ -222,7 +238,7 @@ def _choose_alpha(title_model, valid_rows, sft, config: LLMBaselinesParams, assi
                   beams: int) -> tuple[float, dict[float, float]]:
     """D3's alpha: the grid point with the best NDCG@10 on the valid rows, from one search over them."""
     model, tokenizer, dictionary = title_model
-    with common.torch_threads(config.num_threads):
+    with common.torch_threads(config.num_threads), _decoding(config, model):
         result = title_llm.constrained_search(model, _prompts(tokenizer, valid_rows, dictionary, sft, config), dictionary,
                                               beams, tokenizer.pad_token_id, batch_size=config.decode_batch_size,
                                               progress=True)
@@ -239,7 +255,7 @@ def evaluate_d3(model_folder, test_rows, items, item_sids, sft, params, train_re
     config = _config(params)
     # the assistant only reorders what the search found: search wider so that it can lift an item into the top K
     beams = max(config.num_beams, config.assistant_beams) if assistant else config.num_beams
-    title_model = _title_model(model_folder, items, item_sids, ghost_free=True)  # once: valid (alpha) and test
+    title_model = _title_model(model_folder, items, item_sids, ghost_free=True, device=_device(config))  # once: valid and test
     started = time.perf_counter()
     alpha, by_alpha = config.alpha, None
     if assistant and config.alphas is not None:
