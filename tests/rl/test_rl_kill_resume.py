@@ -2,7 +2,6 @@
 an uninterrupted run with the same seed: same step count, same weights, same per-step metrics."""
 import json
 import os
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -12,6 +11,7 @@ from safetensors.torch import load_file
 
 from singer_rec.training import common
 from singer_rec.training.launch import run_training, training_command
+from process_tools import kill_tree
 from tiny_world import write
 
 STEPS = 8
@@ -40,26 +40,13 @@ def _kill_after_checkpoint(config: dict, num_processes: int, min_step: int) -> i
         while time.time() < deadline and proc.poll() is None:
             steps = [int(p.name.split("-")[1]) for p in common.list_checkpoints(config["checkpoint_dir"])]
             if steps and max(steps) >= min_step:
-                _kill_tree(proc.pid)
+                kill_tree(proc.pid)
                 break
             time.sleep(0.01)
     finally:
         if proc.poll() is None and time.time() >= deadline:
-            _kill_tree(proc.pid)
+            kill_tree(proc.pid)
     return proc.wait()
-
-
-def _kill_tree(pid: int) -> None:
-    """SIGKILL a process and every process below it: torchrun starts its workers in sessions of their
-    own, so killing the launcher's group alone would leave them training."""
-    import psutil
-
-    root = psutil.Process(pid)
-    for process in [*root.children(recursive=True), root]:
-        try:
-            process.send_signal(signal.SIGKILL)
-        except psutil.NoSuchProcess:
-            pass
 
 
 def _comparable(history: list[dict]) -> list[dict]:

@@ -51,10 +51,10 @@ def test_answer_token_loss_ignores_prompt_positions():
     torch.manual_seed(0)
 
     class Fixed(torch.nn.Module):
-        def forward(self, input_ids, attention_mask):
+        def forward(self, input_ids, attention_mask, logits_to_keep):
             logits = torch.zeros(input_ids.shape[0], input_ids.shape[1], 4)
             logits[..., 2] = 10.0  # always predicts token 2
-            return type("Out", (), {"logits": logits})()
+            return type("Out", (), {"logits": logits[logits_to_keep]})()
 
     batch = sft.collate([([1, 1, 2, 3], [-100, -100, 2, 3])], pad_id=0)
     loss, n = sft.answer_token_loss(Fixed(), batch)

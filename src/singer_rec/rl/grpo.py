@@ -103,14 +103,49 @@ def completion_logprobs(
     flow back through the shared prompt. This is exact, and k times cheaper than re-encoding the
     prompt per completion (prompts are ~100 tokens, SID completions 3-4). The prompt of a guided
     hard sample includes its SID prefix, so only the tokens generated after the guide are scored.
+    Under gradient checkpointing (training mode, gradients on) the decoder layers keep no cache, so
+    each prompt + completion is encoded whole instead: the same log-probs, at k times the prompt cost.
     """
-    from transformers import DynamicCache
-
     if len(prompts) != len(completions):
         raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
     if any(len(c) == 0 for c in completions) or any(len(p) == 0 for p in prompts):
         raise ValueError("every prompt and every completion needs at least one token")
     device = next(model.parameters()).device
+    comp_width = max(len(c) for c in completions)
+    targets = torch.zeros((len(completions), comp_width), dtype=torch.long)
+    mask = torch.zeros((len(completions), comp_width), dtype=torch.bool)
+    for r, c in enumerate(completions):
+        targets[r, : len(c)] = torch.tensor(list(c), dtype=torch.long)
+        mask[r, : len(c)] = True
+    targets, mask = targets.to(device), mask.to(device)
+    decoder, head = model.get_decoder(), model.get_output_embeddings()
+    if getattr(model, "is_activation_checkpointing", False) and model.training and torch.is_grad_enabled():
+        # checkpointed layers drop the key/value cache (a recompute would write it twice)
+        states = _whole_sequence_states(decoder, prompts, targets, mask, pad_token_id)
+    else:
+        states = _shared_prompt_states(decoder, model.config, prompts, targets, mask, pad_token_id)
+    # the output projection runs only on real completion tokens (packed): no logits for padding,
+    # and no [N, T, V] log-softmax kept for the backward pass
+    states = states[mask]
+    logits = head(states).float()
+    norm = torch.logsumexp(logits, dim=-1)
+    packed = logits.gather(1, targets[mask][:, None]).squeeze(1) - norm
+    token_logp = torch.zeros(mask.shape, dtype=packed.dtype, device=device).masked_scatter(mask, packed)
+    entropy = torch.zeros_like(token_logp)
+    if with_entropy:
+        with torch.no_grad():  # H = logsumexp(z) - sum softmax(z) * z
+            probs = torch.softmax(logits, dim=-1)
+            entropy = entropy.masked_scatter(mask, norm - (probs * logits).sum(-1))
+    return TokenLogprobs(logp=token_logp, mask=mask, entropy=entropy)
+
+
+def _shared_prompt_states(decoder, config, prompts, targets: torch.Tensor, mask: torch.Tensor,
+                          pad_token_id: int) -> torch.Tensor:
+    """[N, T, H] hidden states predicting each completion token: each distinct prompt encoded once, the
+    completions fed after per-row copies of its key/value cache."""
+    from transformers import DynamicCache
+
+    device = targets.device
     unique: dict[tuple[int, ...], int] = {}
     rows = torch.tensor([unique.setdefault(tuple(p), len(unique)) for p in prompts], dtype=torch.long, device=device)
     distinct = list(unique)
@@ -122,18 +157,11 @@ def completion_logprobs(
         prompt_mask[i, width - len(p):] = 1
     prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
     positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
-    decoder, head = model.get_decoder(), model.get_output_embeddings()
-    cache = DynamicCache(config=model.config)
+    cache = DynamicCache(config=config)
     hidden = decoder(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions, cache=cache,
                      use_cache=True).last_hidden_state
     predicting = [hidden[rows, -1:]]  # the prompt's last state predicts completion token 0
-    comp_width = max(len(c) for c in completions)
-    targets = torch.zeros((len(completions), comp_width), dtype=torch.long)
-    mask = torch.zeros((len(completions), comp_width), dtype=torch.bool)
-    for r, c in enumerate(completions):
-        targets[r, : len(c)] = torch.tensor(list(c), dtype=torch.long)
-        mask[r, : len(c)] = True
-    targets, mask = targets.to(device), mask.to(device)
+    comp_width = targets.shape[1]
     if comp_width > 1:  # feed completion tokens 0..n-2 after a per-row copy of the prompt cache
         for layer in cache.layers:
             layer.keys, layer.values = layer.keys[rows], layer.values[rows]
@@ -143,16 +171,23 @@ def completion_logprobs(
         out = decoder(input_ids=targets[:, :-1], attention_mask=torch.cat([prompt_mask[rows], feed_mask], dim=1),
                       position_ids=feed_positions, cache=cache, use_cache=True).last_hidden_state
         predicting.append(out)
-    # the output projection runs only on real completion tokens (packed): no logits for padding,
-    # and no [N, T, V] log-softmax kept for the backward pass
-    states = torch.cat(predicting, dim=1)[mask]
-    logits = head(states).float()
-    norm = torch.logsumexp(logits, dim=-1)
-    packed = logits.gather(1, targets[mask][:, None]).squeeze(1) - norm
-    token_logp = torch.zeros(mask.shape, dtype=packed.dtype, device=device).masked_scatter(mask, packed)
-    entropy = torch.zeros_like(token_logp)
-    if with_entropy:
-        with torch.no_grad():  # H = logsumexp(z) - sum softmax(z) * z
-            probs = torch.softmax(logits, dim=-1)
-            entropy = entropy.masked_scatter(mask, norm - (probs * logits).sum(-1))
-    return TokenLogprobs(logp=token_logp, mask=mask, entropy=entropy)
+    return torch.cat(predicting, dim=1)
+
+
+def _whole_sequence_states(decoder, prompts, targets: torch.Tensor, mask: torch.Tensor,
+                           pad_token_id: int) -> torch.Tensor:
+    """[N, T, H] hidden states predicting each completion token, each prompt + completion encoded on its
+    own (right-padded, no cache): what gradient checkpointing can recompute."""
+    device, lengths = targets.device, mask.sum(1).tolist()
+    sequences = [list(p) + targets[r, : lengths[r] - 1].tolist() for r, p in enumerate(prompts)]
+    width = max(len(x) for x in sequences)
+    ids = torch.full((len(sequences), width), pad_token_id, dtype=torch.long)
+    attention = torch.zeros((len(sequences), width), dtype=torch.long)
+    for r, x in enumerate(sequences):
+        ids[r, : len(x)] = torch.tensor(x, dtype=torch.long)
+        attention[r, : len(x)] = 1
+    hidden = decoder(input_ids=ids.to(device), attention_mask=attention.to(device), use_cache=False).last_hidden_state
+    # completion token j is predicted at the prompt's last position + j (padding slots: any valid index)
+    start = torch.tensor([len(p) - 1 for p in prompts], dtype=torch.long, device=device)
+    index = (start[:, None] + torch.arange(targets.shape[1], device=device)[None, :]).clamp(max=width - 1)
+    return hidden.gather(1, index[:, :, None].expand(-1, -1, hidden.shape[-1]))

@@ -23,6 +23,8 @@ def summary_report(result: Mapping[str, Any]) -> dict[str, float]:
     }
     if result.get("torch_threads"):
         report["torch_threads"] = float(result["torch_threads"])
+    if result.get("peak_memory_mb") is not None:  # CUDA peak allocated on a GPU, peak RSS on a CPU (result's kind)
+        report["peak_memory_mb"] = float(result["peak_memory_mb"])
     for when in ("before", "after"):
         probe = result["probe"][when]
         report[f"probe_hit_rate_{when}"] = float(probe["hit_rate"])

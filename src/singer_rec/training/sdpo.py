@@ -1,4 +1,4 @@
-"""S-DPO entry point: ``python -m singer_rec.training.sdpo --config FILE`` (one process).
+"""S-DPO entry point: ``python -m singer_rec.training.sdpo --config FILE`` (or under torchrun).
 
 Softmax DPO (``singer_rec.rl.sdpo``) on top of the SFT model. The preference data are the
 semantic-task rows of the SFT train set: the prompt, its target item's SID as the preferred
@@ -9,7 +9,9 @@ constrained beam search ranks items by. The reference is a frozen copy of the SF
 One optimizer step: ``batch_size`` prompts, each scored with its 1 + n answers under the policy
 and the reference (micro-batches of ``micro_batch_size`` prompts, gradient accumulation), the
 mean S-DPO loss, AdamW + cosine. Dropout stays off (as trl's DPOTrainer by default), so policy
-and reference agree exactly at step 0.
+and reference agree exactly at step 0. Under torchrun each process scores its share of a step's
+prompts (and of the valid ranking) and the gradients are summed over the processes
+(``training.rl.update.all_reduce_gradients``, as RL does).
 
 Model selection as in SFT: the valid ranking sample (``training.sft.RankingValidation``) is scored
 before the first step (the SFT model itself) and at every epoch end / ``eval_every`` steps; the
@@ -41,6 +43,7 @@ from singer_rec.prompts import render_for_model
 from singer_rec.rl.grpo import completion_logprobs
 from singer_rec.rl.sdpo import sample_negatives, sdpo_loss
 from singer_rec.training import common
+from singer_rec.training.rl.update import all_reduce_gradients
 from singer_rec.training.sft import SELECT_METRICS, RankingValidation, is_better
 
 logger = logging.getLogger(__name__)
@@ -72,10 +75,10 @@ class SDPOSettings:
     valid_num_beams: int = field(default=20, metadata=rule(ge=10))
     eval_every: int | None = field(default=None, metadata=rule(ge=1))  # also evaluate every N steps
     patience: int = field(default=3, metadata=rule(ge=1))
-    autocast: str = field(default="off", metadata=rule(choices=("auto", "bf16", "off")))
+    autocast: str = field(default="auto", metadata=rule(choices=common.AUTOCAST_MODES))  # auto: bf16 on a GPU, float32 on a CPU
     checkpoint_every: int = field(default=50, metadata=rule(ge=1))
     keep_checkpoints: int = field(default=2, metadata=rule(ge=1))
-    device: str = "auto"                                             # auto | cpu | cuda[:N]
+    device: str = "auto"                                             # auto | cpu | cuda | cuda:N
     num_threads: int | None = field(default=None, metadata=rule(ge=1))
 
     @classmethod
@@ -86,8 +89,7 @@ class SDPOSettings:
     def check(self, where: str) -> None:
         if not self.tasks:
             raise ValueError(f"{where}.tasks must name at least one SFT task")
-        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
-            raise ValueError(f"{where}.device {self.device!r}; allowed: auto, cpu, cuda[:N]")
+        common.check_device_name(self.device, f"{where}.device")
 
 
 def split_config(cfg: Mapping[str, Any]) -> tuple[dict[str, Any], SDPOSettings]:
@@ -148,8 +150,12 @@ def step_batch(num_prompts: int, batch_size: int, step: int, seed: int) -> list[
 
 
 def preference_step(policy, reference, prefs: Preferences, batch: Sequence[int], negatives: Sequence[list[int]],
-                    settings: SDPOSettings, pad_id: int, amp_dtype) -> dict[str, float]:
-    """Accumulate the gradient of the batch's mean S-DPO loss; returns loss, accuracy and margin."""
+                    settings: SDPOSettings, pad_id: int, amp_dtype, batch_total: int | None = None) -> dict[str, float]:
+    """Accumulate the gradient of the batch's mean S-DPO loss; returns loss, accuracy and margin.
+
+    Under DDP ``batch`` is this process's share of a step's ``batch_total`` prompts: the gradient and
+    the returned values are then its part of the step's mean, which a sum over the processes completes."""
+    total = len(batch) if batch_total is None else batch_total
     device = next(policy.parameters()).device
     totals = {"loss": 0.0, "accuracy": 0.0, "margin": 0.0}
     micro = settings.micro_batch_size
@@ -162,11 +168,11 @@ def preference_step(policy, reference, prefs: Preferences, batch: Sequence[int],
                 ref = answer_logprobs(reference, prompts, answers, pad_id)
             pol = answer_logprobs(policy, prompts, answers, pad_id)
         parts = sdpo_loss(pol[:, 0], pol[:, 1:], ref[:, 0], ref[:, 1:], settings.beta)
-        (parts.losses.sum() / len(batch)).backward()  # accumulated: the gradient of the batch mean
+        (parts.losses.sum() / total).backward()  # accumulated: the gradient of the batch mean
         totals["loss"] += float(parts.losses.detach().sum())
         totals["accuracy"] += parts.accuracy * len(rows)
         totals["margin"] += parts.margin * len(rows)
-    return {k: v / len(batch) for k, v in totals.items()}
+    return {k: v / total for k, v in totals.items()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -185,6 +191,7 @@ def train(cfg: Mapping[str, Any]) -> dict[str, Any]:
     policy, tokenizer, meta = modeling.load_model_folder(process["model_path"], device=str(dist.device))
     reference, _, _ = modeling.load_model_folder(process["model_path"], device=str(dist.device))
     reference.requires_grad_(False)
+    common.seed_rank_streams(settings.seed, dist)  # equal weights on every rank; own streams (rank 0 as before)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     amp_dtype = common.autocast_dtype(dist.device, settings.autocast)
 
@@ -213,7 +220,7 @@ def train(cfg: Mapping[str, Any]) -> dict[str, Any]:
              "history": [], "valid_curve": [], "train_seconds": 0.0}
     step, resumed_from = 0, None
     if (last := common.latest_checkpoint(ckpt_dir)) is not None:
-        restored = common.load_checkpoint(last, policy, optimizer, scheduler)
+        restored = common.load_checkpoint(last, policy, optimizer, scheduler, rank=dist.rank)
         step, state, resumed_from = restored["step"], restored["trainer"], restored["step"]
         logger.info("Resumed S-DPO from %s (step %d of %d)", last, step, total_steps)
 
@@ -222,17 +229,24 @@ def train(cfg: Mapping[str, Any]) -> dict[str, Any]:
         ranked = ranking.evaluate(policy, dist, settings.micro_batch_size, amp_dtype)
         state["valid_curve"].append({"step": step, **ranked})
         value = ranked[settings.select_metric]
-        logger.info("step %d: valid HR@10 %.4f, NDCG@10 %.4f", step, ranked["HR@10"], ranked["NDCG@10"])
-        tracking.log_metrics({f"sdpo.valid_{k.replace('@', '_at_')}": v for k, v in ranked.items()}, step=step)
-        if is_better(settings.select_metric, value, state["best_metric"]):
+        if dist.is_main:
+            logger.info("step %d: valid HR@10 %.4f, NDCG@10 %.4f", step, ranked["HR@10"], ranked["NDCG@10"])
+            tracking.log_metrics({f"sdpo.valid_{k.replace('@', '_at_')}": v for k, v in ranked.items()}, step=step)
+        if is_better(settings.select_metric, value, state["best_metric"]):  # the same on every rank
             state["best_metric"], state["best_step"], state["bad_evals"] = value, step, 0
-            modeling.save_model_folder(policy, tokenizer, {**meta, "sdpo": {"step": step}}, ckpt_dir / "best")
+            if dist.is_main:
+                modeling.save_model_folder(policy, tokenizer, {**meta, "sdpo": {"step": step}}, ckpt_dir / "best")
+            dist.barrier()
         else:
             state["bad_evals"] += 1
             state["stopped_early"] = state["bad_evals"] >= settings.patience
 
     def checkpoint() -> None:
-        common.save_checkpoint(ckpt_dir, step, policy, optimizer, scheduler, state, keep=settings.keep_checkpoints)
+        rng = common.rng_states(dist)  # every rank's, gathered on all of them
+        if dist.is_main:
+            common.save_checkpoint(ckpt_dir, step, policy, optimizer, scheduler, state, keep=settings.keep_checkpoints,
+                                   rng=rng)
+        dist.barrier()
 
     if step == 0 and not state["valid_curve"]:
         evaluate_and_select()  # the SFT model is the first candidate: S-DPO must beat it on valid
@@ -246,7 +260,13 @@ def train(cfg: Mapping[str, Any]) -> dict[str, Any]:
         generator = torch.Generator().manual_seed(settings.seed * 100_003 + step)  # this step's negatives
         negatives = sample_negatives(len(prefs.answers), [prefs.targets[i] for i in batch],
                                      settings.num_negatives, generator)
-        stats = preference_step(policy, reference, prefs, batch, negatives, settings, pad_id, amp_dtype)
+        # the step's prompts (and their negatives, drawn for the whole batch) split over the processes
+        mine = list(dist.shard(len(batch)))
+        stats = preference_step(policy, reference, prefs, [batch[i] for i in mine], [negatives[i] for i in mine],
+                                settings, pad_id, amp_dtype, batch_total=len(batch))
+        if dist.enabled:  # each rank divided by the whole batch: the sums are the batch means
+            all_reduce_gradients(policy)
+            stats = dict(zip(stats, dist.all_reduce_sum(list(stats.values()))))
         torch.nn.utils.clip_grad_norm_(policy.parameters(), settings.max_grad_norm)
         learning_rate = scheduler.get_last_lr()[0]
         optimizer.step()
@@ -255,7 +275,8 @@ def train(cfg: Mapping[str, Any]) -> dict[str, Any]:
         step += 1
         state["train_seconds"] += time.time() - t0
         state["history"].append({"step": step, **stats, "learning_rate": learning_rate})
-        tracking.log_metrics({f"sdpo.{k}": v for k, v in stats.items()}, step=step)
+        if dist.is_main:
+            tracking.log_metrics({f"sdpo.{k}": v for k, v in stats.items()}, step=step)
         if step % steps_per_epoch == 0 or step == total_steps or (settings.eval_every and step % settings.eval_every == 0):
             evaluate_and_select()
             checkpoint()
@@ -269,19 +290,21 @@ def train(cfg: Mapping[str, Any]) -> dict[str, Any]:
               "final_loss": state["history"][-1]["loss"] if state["history"] else None,
               "final_accuracy": state["history"][-1]["accuracy"] if state["history"] else None,
               "valid_curve": state["valid_curve"], "history": state["history"], "wall_s": time.time() - started}
-    best = ckpt_dir / "best"
-    final_meta = modeling.read_meta(best)
-    final_meta["sdpo"] = {"settings": asdict(settings), "started_from": str(process["model_path"]),
-                          **{k: v for k, v in result.items() if k not in ("history", "valid_curve")}}
-    (best / modeling.META_FILE).write_text(json.dumps(final_meta, indent=1, ensure_ascii=False), encoding="utf-8")
-    output = Path(process["output_dir"])
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = output.with_name(f".{output.name}.tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(best, staging)
-    modeling.replace_folder_atomically(staging, output)
-    if process.get("result_path"):
-        Path(process["result_path"]).write_text(json.dumps(result, indent=1), encoding="utf-8")
+    if dist.is_main:  # the model folder and the result: rank 0 writes, the others wait
+        best = ckpt_dir / "best"
+        final_meta = modeling.read_meta(best)
+        final_meta["sdpo"] = {"settings": asdict(settings), "started_from": str(process["model_path"]),
+                              **{k: v for k, v in result.items() if k not in ("history", "valid_curve")}}
+        (best / modeling.META_FILE).write_text(json.dumps(final_meta, indent=1, ensure_ascii=False), encoding="utf-8")
+        output = Path(process["output_dir"])
+        output.parent.mkdir(parents=True, exist_ok=True)
+        staging = output.with_name(f".{output.name}.tmp")
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(best, staging)
+        modeling.replace_folder_atomically(staging, output)
+        if process.get("result_path"):
+            Path(process["result_path"]).write_text(json.dumps(result, indent=1), encoding="utf-8")
+    dist.barrier()
     common.close_distributed(dist)
     return result
 

@@ -38,7 +38,7 @@ from tqdm import tqdm
 from singer_rec import decoding, modeling, tracking
 from singer_rec.metrics import hit_rank, metrics_from_ranks
 from singer_rec.prompts import render_for_model
-from singer_rec.training import common
+from singer_rec.training import common, memory
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +76,7 @@ class SFTSettings:
     log_every: int = 1
     device: str = "auto"                # auto | cpu | cuda
     num_threads: int | None = None      # torch threads in the training process (null: torch default)
+    gradient_checkpointing: bool = False  # recompute layer activations in the backward: less memory, more compute
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any] | None, where: str = "sft.train") -> SFTSettings:
@@ -107,8 +108,7 @@ class SFTSettings:
         for task, fraction in (self.task_fractions or {}).items():
             if not 0 < fraction <= 1:
                 raise ValueError(f"{where}.task_fractions.{task} must be in (0, 1], got {fraction}")
-        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
-            raise ValueError(f"{where}.device {self.device!r}; allowed: auto, cpu, cuda[:N]")
+        common.check_device_name(self.device, f"{where}.device")
 
 
 def split_config(cfg: Mapping[str, Any]) -> tuple[dict[str, Any], SFTSettings]:
@@ -154,15 +154,23 @@ def collate(examples: list[tuple[list[int], list[int]]], pad_id: int) -> dict[st
 
 
 def answer_token_loss(model, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-    """Summed cross-entropy over the label tokens (next-token shifted) and their count."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    shift_logits = logits[:, :-1, :].float()
-    shift_labels = batch["labels"][:, 1:]
-    loss = torch.nn.functional.cross_entropy(
-        shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1),
-        ignore_index=IGNORE_INDEX, reduction="sum",
-    )
-    return loss, int((shift_labels != IGNORE_INDEX).sum())
+    """Summed cross-entropy over the label tokens (next-token shifted) and their count.
+
+    The output head runs only at the positions whose next token is a label (transformers'
+    ``logits_to_keep`` as a boolean mask): with a 152k vocabulary the full ``[B, T, V]`` logits of a
+    micro-batch are gigabytes, nearly all at prompt and padding positions the loss ignores. The call
+    still goes through ``model``'s own forward, so DDP's gradient sync and peft's hooks see it.
+    """
+    targets = batch["labels"][:, 1:]
+    # position t predicts token t + 1; the last position predicts nothing
+    keep = torch.nn.functional.pad(targets != IGNORE_INDEX, (0, 1), value=False)
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep).logits
+    if logits.dim() != 2:
+        raise TypeError(f"{type(model).__name__}.forward ignored the boolean logits_to_keep mask "
+                        f"(logits of shape {tuple(logits.shape)})")
+    # both in row-major order: the rows of ``logits`` are the True positions of ``keep``
+    loss = torch.nn.functional.cross_entropy(logits.float(), targets[targets != IGNORE_INDEX], reduction="sum")
+    return loss, int(keep.sum())
 
 
 def epoch_order(lengths: Sequence[int], seed: int, epoch: int, batch_size: int,
@@ -351,15 +359,22 @@ class RankingValidation:
         if not ranks:
             return {"n": 0.0}
         model.train()
+        return self.sums(ranks)
+
+    @staticmethod
+    def sums(ranks: Sequence[int | None]) -> dict[str, float]:
+        """HR/NDCG@K of ``ranks`` times their number (``n``)."""
         metrics = metrics_from_ranks(ranks)
         return {k: v * metrics["n"] for k, v in metrics.items() if k != "n"} | {"n": float(metrics["n"])}
 
     def evaluate(self, model, dist: common.Dist, batch_size: int, amp_dtype) -> dict[str, float]:
-        """HR/NDCG@K over all rows (summed over the processes)."""
-        local = self.metric_sums(model, dist, batch_size, amp_dtype)
+        """HR/NDCG@K over all rows: each process ranks its share, the ranks are gathered in row order
+        and every process computes the metrics of the whole list, exactly as one process does."""
+        ranks = dist.gather_shards(len(self.prompts), self.ranks(model, dist, batch_size, amp_dtype))
+        model.train()
         names = [f"{m}@{k}" for m in ("HR", "NDCG") for k in (3, 5, 10)]
-        totals = dist.all_reduce_sum([local.get(name, 0.0) for name in names] + [local["n"]])
-        return {name: total / max(totals[-1], 1.0) for name, total in zip(names, totals)}
+        totals = self.sums(ranks) if ranks else {"n": 0.0}
+        return {name: totals.get(name, 0.0) / max(totals["n"], 1.0) for name in names}
 
 
 def is_better(metric: str, value: float, best: float | None) -> bool:
@@ -393,11 +408,18 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
     lora = (cfg["model"].get("lora") or {})
     if lora.get("enabled", False):
         model = modeling.apply_lora(model, lora, modeling.sid_token_ids(tokenizer, sid_vocab))
+    if cfg["gradient_checkpointing"]:
+        memory.enable_gradient_checkpointing(model)
     model.to(dist.device).train()
     amp_dtype = common.autocast_dtype(dist.device, cfg["autocast"])
 
     pad_id = tokenizer.pad_token_id
-    encode = lambda df: [encode_example(tokenizer, p, a, cfg["max_length"]) for p, a in zip(df["prompt"], df["answer"])]  # noqa: E731
+    def encode(df: pd.DataFrame) -> list[tuple[list[int], list[int]]]:
+        """Every row's example; under DDP each rank encodes its share and the shares are gathered."""
+        prompts, answers = df["prompt"].tolist(), df["answer"].tolist()
+        mine = [encode_example(tokenizer, prompts[i], answers[i], cfg["max_length"]) for i in dist.shard(len(df))]
+        return dist.gather_shards(len(df), mine)
+
     train_examples, valid_examples = encode(train_df), encode(valid_df)
 
     batch_size, micro = int(cfg["batch_size"]), int(cfg["micro_batch_size"])
@@ -414,6 +436,8 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
     if dist.enabled:
         ddp_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[dist.local_rank] if dist.device.type == "cuda" else None)
+    # the init and the data order are equal on every rank; dropout masks now differ (rank 0 as before)
+    common.seed_rank_streams(int(cfg["seed"]), dist)
 
     state = {"best_valid_loss": None, "best_metric": None, "best_step": None, "bad_evals": 0, "stopped_early": False,
              "epochs_completed": 0, "samples_seen": 0, "train_seconds": 0.0, "eval_seconds": 0.0,
@@ -422,7 +446,7 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
     ckpt_dir = Path(cfg["checkpoint_dir"])
     last = common.latest_checkpoint(ckpt_dir)
     if last is not None:
-        restored = common.load_checkpoint(last, model, optimizer, scheduler)
+        restored = common.load_checkpoint(last, model, optimizer, scheduler, rank=dist.rank)  # this rank's RNG
         step, state = restored["step"], restored["trainer"]
         resumed_from = step
         logger.info("Resumed from %s (step %d)", last, step)
@@ -445,8 +469,10 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
 
     def checkpoint():
         state["wall_seconds"] = clock.total()
+        rng = common.rng_states(dist)  # every rank's, gathered on all of them
         if dist.is_main:
-            common.save_checkpoint(ckpt_dir, step, model, optimizer, scheduler, state, keep=int(cfg["keep_checkpoints"]))
+            common.save_checkpoint(ckpt_dir, step, model, optimizer, scheduler, state, keep=int(cfg["keep_checkpoints"]),
+                                   rng=rng)
         dist.barrier()
 
     select = cfg["select_metric"]
@@ -569,12 +595,14 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
         "world_size": dist.world_size,
         "wall_s": wall_s,  # every attempt's, when resumed
         "attempt_wall_s": attempt_wall_s,
+        **memory.peak_memory(dist),  # this attempt's peak, the largest over the processes
     }
+    best = ckpt_dir / "best"
+    # rank 0 looks, every rank follows: save_best's barrier must be reached by all of them
+    if dist.any(dist.is_main and not (best / modeling.META_FILE).is_file()):
+        save_best()
     if dist.is_main:
-        best = ckpt_dir / "best"
         output = Path(cfg["output_dir"])
-        if not (best / modeling.META_FILE).is_file():
-            save_best()
         final_meta = modeling.read_meta(best)
         final_meta["train"] = {**final_meta["train"], "result": result}
         (best / modeling.META_FILE).write_text(json.dumps(final_meta, indent=1, ensure_ascii=False), encoding="utf-8")
@@ -586,8 +614,9 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
         tracking.log_metrics({"final_train_loss": result["final_train_loss"] or 0.0,
                               "best_valid_loss": result["best_valid_loss"] or 0.0,
                               f"best_valid_{select.replace('@', '_at_')}": result["best_metric"] or 0.0,
-                              "throughput_samples_per_s": result["samples_per_s"]}, step=step)
-        tracking.set_tags({"sft.model_dir": str(output.resolve())})
+                              "throughput_samples_per_s": result["samples_per_s"],
+                              "peak_memory_mb": result["peak_memory_mb"]}, step=step)
+        tracking.set_tags({"sft.model_dir": str(output.resolve()), "sft.peak_memory_kind": result["peak_memory_kind"]})
         if cfg.get("result_path"):
             Path(cfg["result_path"]).write_text(json.dumps(result, indent=1), encoding="utf-8")
     dist.barrier()

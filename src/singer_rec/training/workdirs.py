@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 # Settings that change how a run is carried out, not what it computes: a rerun that changes only
 # these resumes the same run (e.g. with more threads) instead of starting over.
 RESUME_NEUTRAL_KEYS = frozenset({"num_threads", "checkpoint_every", "keep_checkpoints", "log_every",
-                                 "keep_finished_runs", "resume"})
+                                 "keep_finished_runs", "resume", "gradient_checkpointing"})
 
 
 def _without_resume_neutral_keys(value: Any) -> Any:

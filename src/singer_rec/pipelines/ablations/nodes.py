@@ -128,7 +128,7 @@ def ablation_table(ablations: dict[str, Any], rl: dict[str, Any], **results: dic
         rows.append(variant_row(SEMANTIC_SFT, SFT_ONLY, results[f"{SEMANTIC_SFT}.test_metrics"], None, {}))
     missing = [row["variant"] for row in rows if not row["run"]]
     if missing:
-        logger.warning("ablation table: not run yet: %s (kedro run --pipeline=ablations --namespaces=...)", missing)
+        logger.warning("ablation table: not run yet: %s (kedro run --pipelines=ablations --namespaces=...)", missing)
     table = pd.DataFrame(rows)
     return table, markdown_table(table) + "\n"
 

@@ -2,10 +2,10 @@
 ``ablations.definitions`` (conf/base/parameters_ablations.yml), each the rl stage's nodes and the
 evaluate stage's test node on that variant's settings, then one table over all of them.
 
-    kedro run --pipeline=ablations                          # every variant, then the table
-    kedro run --pipeline=ablations --namespaces=grpo-acc    # rerun one variant
-    kedro run --pipeline=ablations --nodes=build_ablation_table
-    kedro run --pipeline=ablations --tags=unseen_domain     # the unseen-domain study
+    kedro run --pipelines=ablations                         # every variant, then the table
+    kedro run --pipelines=ablations --namespaces=grpo-acc   # rerun one variant
+    kedro run --pipelines=ablations --nodes=build_ablation_table
+    kedro run --pipelines=ablations --tags=unseen_domain    # the unseen-domain study
 
 Variants with alignment ``none``/``rl`` start from ``sft-semantic.sft_model``, an SFT model
 trained on the semantic task only (namespace ``sft-semantic``).

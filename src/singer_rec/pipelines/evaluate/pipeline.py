@@ -1,6 +1,6 @@
 """Two namespaced copies of one evaluation pipeline: ``sft`` (on ``sft_model``) and ``rl`` (on ``rl_model``).
 
-Run one with ``kedro run --pipeline=evaluate --namespaces=sft``.
+Run one with ``kedro run --pipelines=evaluate --namespaces=sft``.
 """
 from kedro.pipeline import Node, Pipeline, pipeline
 

@@ -13,8 +13,8 @@ import pandas as pd
 from singer_rec import modeling
 from singer_rec.curves import curves_figure, rl_curves
 from singer_rec.rl.report import reward_distribution_figure, summary_report
-from singer_rec.training import rl
-from singer_rec.training.launch import run_training
+from singer_rec.training import common, rl
+from singer_rec.training.launch import Rendezvous, run_training
 from singer_rec.training.workdirs import clean_finished_runs, run_fingerprint
 
 logger = logging.getLogger(__name__)
@@ -36,8 +36,10 @@ class RLParams:
     keep_checkpoints: int = 2
     start_from: str = "sft"
     base_model: Any = None          # the RL-only variant's preset (same keys as sft.model)
+    torchrun: Rendezvous | None = None  # several machines, as sft.torchrun (docs/architecture.md); null: this one
 
     def check(self, where: str) -> None:
+        common.check_device_name(self.device, f"{where}.device")
         if self.start_from not in ("sft", "base"):
             raise ValueError(f"{where}.start_from {self.start_from!r}; allowed: ['sft', 'base']")
         if self.num_processes < 1 or self.keep_checkpoints < 1 or self.keep_finished_runs < 0:
@@ -115,7 +117,7 @@ def train_rl_model(sft_model: Path, rl_dataset: pd.DataFrame, sft_dataset_valid:
         result = json.loads(result_path.read_text(encoding="utf-8"))
     else:
         logger.info("RL run folder %s (%d rl_dataset rows, start: %s)", run_dir, len(rl_dataset), start)
-        result = run_training(ENTRY_POINT, config, int(params.get("num_processes", 1)))
+        result = run_training(ENTRY_POINT, config, int(params.get("num_processes", 1)), rendezvous=params.get("torchrun"))
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     shutil.rmtree(run_dir / "inputs", ignore_errors=True)
     return config["output_path"], summary_report(result), {

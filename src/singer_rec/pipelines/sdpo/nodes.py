@@ -12,7 +12,7 @@ import pandas as pd
 from singer_rec.params import rule
 from singer_rec.pipelines.baselines.nodes import METRIC_COLUMNS
 from singer_rec.pipelines.evaluate.nodes import evaluate_test
-from singer_rec.training.launch import run_training
+from singer_rec.training.launch import Rendezvous, run_training
 from singer_rec.training.sdpo import SDPOSettings
 from singer_rec.training.workdirs import clean_finished_runs, run_fingerprint
 
@@ -30,6 +30,8 @@ class SDPOParams:
     work_dir: str = "data/06_models/sdpo_work"
     resume: bool = True
     keep_finished_runs: int = field(default=2, metadata=rule(ge=0))
+    num_processes: int = field(default=1, metadata=rule(ge=1))  # > 1: torchrun, prompts split, gradients all-reduced
+    torchrun: Rendezvous | None = None  # several machines, as sft.torchrun (docs/architecture.md); null: this one
 
     def check(self, where: str) -> None:
         SDPOSettings.from_dict(self.train, f"{where}.train")
@@ -59,7 +61,7 @@ def train_sdpo_model(sft_model: Path, sft_dataset_train: pd.DataFrame, sft_datas
                    "checkpoint_dir": str((run_dir / "checkpoints").resolve()),
                    "result_path": str((run_dir / "result.json").resolve())})
     logger.info("S-DPO run folder %s (start: %s)", run_dir, sft_model)
-    result = run_training(ENTRY_POINT, config, 1)
+    result = run_training(ENTRY_POINT, config, int(params.get("num_processes", 1)), rendezvous=params.get("torchrun"))
     # the model folder is complete: the checkpoints and the input copies are no longer needed
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     shutil.rmtree(inputs, ignore_errors=True)

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from singer_rec import tracking
-from singer_rec.training import common
+from singer_rec.training import common, memory
 from singer_rec.training.rl.examples import build_dictionaries, build_examples
 from singer_rec.training.rl.loop import train_grpo
 from singer_rec.training.rl.settings import RL_ALIGNMENT, RLSettings, validate_settings
@@ -36,6 +36,11 @@ def run(config: Mapping[str, Any]) -> dict[str, Any]:
         common.seed_everything(settings.seed)
         policy, tokenizer, meta = load_model_folder(config["model_path"], device=str(dist.device))
         validate_settings(settings, num_items=len(meta["sid_map"]))
+        if settings.gradient_checkpointing:
+            memory.enable_gradient_checkpointing(policy)
+            if settings.disable_dropout:  # transformers checkpoints in training mode only
+                logger.warning("rl gradient_checkpointing has no effect with disable_dropout: true (the update "
+                               "runs in eval mode, where nothing is recomputed)")
         reference = None
         if settings.beta > 0:
             reference, _, _ = load_model_folder(config.get("reference_path") or config["model_path"], device=str(dist.device))
@@ -56,7 +61,10 @@ def run(config: Mapping[str, Any]) -> dict[str, Any]:
                             dist=dist, keep_checkpoints=int(config.get("keep_checkpoints", 2)), validation=validation)
         result["prompts"] = len(examples)
         result["torch_threads"] = torch.get_num_threads()
+        result.update(memory.peak_memory(dist))  # this attempt's peak, the largest over the processes
         if dist.is_main:
+            tracking.log_metrics({"rl.peak_memory_mb": result["peak_memory_mb"]}, step=result["total_steps"])
+            tracking.set_tags({"rl.peak_memory_kind": result["peak_memory_kind"]})
             meta = dict(meta)
             meta["rl"] = {"settings": asdict(settings), "steps": result["total_steps"], "prompts": len(examples),
                           "started_from": str(config["model_path"]), "wall_seconds": round(result["wall_seconds"], 2)}

@@ -145,17 +145,21 @@ def train_grpo(
     probe = [examples[i] for i in sorted(epoch_order(len(examples), -1, settings.seed)[: settings.probe_prompts])]
 
     def probe_rewards() -> tuple[list[float], float]:
+        """Each rank rolls out its share of the probe; the groups' rewards and hits are gathered in
+        probe order, so the result is one process's (for the beam samplers, which draw nothing)."""
+        mine = [probe[i] for i in dist.shard(len(probe))]
         with torch.no_grad():
-            groups = rollout(policy, probe, sid_dict, title_dict, settings, total_steps, total_steps, pad_id,
-                             torch.Generator().manual_seed(settings.seed), guide=False)
-        return [r for g in groups for r in g.rewards], sum(g.hit for g in groups) / max(1, len(groups))
+            groups = rollout(policy, mine, sid_dict, title_dict, settings, total_steps, total_steps, pad_id,
+                             torch.Generator().manual_seed(settings.seed), guide=False) if mine else []
+        rows = dist.gather_shards(len(probe), [(list(g.rewards), bool(g.hit)) for g in groups])
+        return [r for rewards, _ in rows for r in rewards], sum(hit for _, hit in rows) / max(1, len(rows))
 
     start_step = 0
     before = None
     history: list[dict[str, float]] = []
     valid = ValidSelection(validation, settings, checkpoint_dir, dist)
     if checkpoint_dir is not None and (found := common.latest_checkpoint(checkpoint_dir)) is not None:
-        restored = common.load_checkpoint(found, policy, optimizer, scheduler)
+        restored = common.load_checkpoint(found, policy, optimizer, scheduler, rank=rank)
         start_step, before, history = restored["step"], restored["trainer"]["probe_before"], restored["trainer"]["history"]
         clock.before = float(restored["trainer"].get("wall_seconds", 0.0))
         valid.restore(restored["trainer"])
@@ -173,7 +177,7 @@ def train_grpo(
         order = epoch_order(len(examples), epoch, settings.seed)
         batch_ids = order[position * settings.batch_size : (position + 1) * settings.batch_size]
         batch = [examples[i] for i in batch_ids[rank::world]]
-        torch.manual_seed(settings.seed + step)
+        torch.manual_seed(common.rank_seed(settings.seed + step, rank))  # dropout: each rank its own masks
         generator = torch.Generator().manual_seed(settings.seed * 7919 + step * world + rank)
         timer = PhaseTimer()
         with torch.no_grad():
@@ -208,12 +212,14 @@ def train_grpo(
                                 r=f"{record['mean_reward']:.2f}")
         if valid.due(step, total_steps):
             valid.evaluate(policy, step, sum(r["seconds_per_step"] for r in history))
-        if checkpoint_dir is not None and settings.checkpoint_every and step % settings.checkpoint_every == 0 and step < total_steps and rank == 0:
-            with timer("checkpoint"):
-                common.save_checkpoint(checkpoint_dir, step, policy, optimizer, scheduler,
-                                       {"probe_before": before, "history": history, **valid.state(),
-                                        "wall_seconds": clock.total()},
-                                       keep=keep_checkpoints)
+        if checkpoint_dir is not None and settings.checkpoint_every and step % settings.checkpoint_every == 0 and step < total_steps:
+            rng = common.rng_states(dist)  # every rank's, gathered on all of them
+            if rank == 0:
+                with timer("checkpoint"):
+                    common.save_checkpoint(checkpoint_dir, step, policy, optimizer, scheduler,
+                                           {"probe_before": before, "history": history, **valid.state(),
+                                            "wall_seconds": clock.total()},
+                                           keep=keep_checkpoints, rng=rng)
         # measured after the record was logged: kept in the history only (a checkpoint holds the step before it)
         history[-1].update({f"time_{name}": timer.seconds[name] for name in ("logging", "checkpoint") if name in timer.seconds})
         dist.barrier()

@@ -38,7 +38,7 @@ class RLSettings:
     title_reward: str = "acc-rank"     # hard title samples: acc-rank (paper) | prefix | prefix-share
     guide_depth: str = "schedule"      # schedule (paper, Eq. 3-5) | items (back off to >= guide_min_items items)
     guide_min_items: int = 2           # guide_depth: items
-    autocast: str = "off"              # off | auto (bf16 where supported) | bf16: rollouts and update forwards
+    autocast: str = "auto"             # auto (bf16 on a GPU that supports it, float32 on a CPU) | bf16 | off: rollouts and update forwards
     beta: float = 0.1                  # KL weight (k3 estimator)
     disable_dropout: bool = False      # update forwards in eval mode: policy = reference at step 1 (KL 0)
     epsilon: float = 0.2
@@ -64,6 +64,7 @@ class RLSettings:
     select: str = "last"               # last | valid: the RL model is the best valid NDCG@10 (step 0 = the start model)
     seed: int = 42
     num_threads: int | None = field(default=None, metadata=rule(ge=1))  # torch threads in the RL process (null: torch default)
+    gradient_checkpointing: bool = False  # update forwards recompute layer activations: less memory, no shared prompt cache
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any] | None, where: str = "rl.settings") -> RLSettings:
