@@ -3,7 +3,7 @@
     python benchmarks/quality/ablation_summary.py data/office beam sid-all acc \
         --label "Office seed 44" --out result.json --plot ablations.png
 
-Reads what `kedro run --pipeline=ablations --namespaces=<variant>` and the recipe's own run wrote:
+Reads what `kedro run --pipelines=ablations --namespaces=<variant>` and the recipe's own run wrote:
 ``07_model_output/{sft,rl,<variant>}/test_predictions.parquet`` and, per RL run, its
 ``train_report.json`` and ``train_history.json`` (``08_reporting/rl`` for SINGER,
 ``08_reporting/ablations/<variant>`` for a variant). For each variant: its test metrics, its RL
