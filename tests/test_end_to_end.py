@@ -97,7 +97,7 @@ def test_demo_kedro_run_end_to_end(tmp_path):
     assert _metric_steps(db, "train_sft_model", "train_loss") > 10  # the loss curve
     assert _metric_steps(db, "train_rl_model", "rl.mean_reward") > 1
     # a single stage reruns from the catalog
-    _kedro(root, "run", "--pipeline=evaluate")
+    _kedro(root, "run", "--pipelines=evaluate")
     # the results notebook runs on these outputs
     text = _execute_notebook(root)
     assert "all SIDs distinct: True" in text and "model: rl; user" in text
@@ -123,9 +123,9 @@ def _execute_notebook(root: Path) -> str:
 def test_giftcards_ingest_to_sid(tmp_path, shared_data):
     root = _project_copy(tmp_path)
     raw = shared_data / "raw"
-    _kedro(root, "run", "--env=giftcards", "--pipeline=ingest", f"--params=raw_root={raw}")
+    _kedro(root, "run", "--env=giftcards", "--pipelines=ingest", f"--params=raw_root={raw}")
     for stage in ("split", "embed", "sid"):
-        _kedro(root, "run", "--env=giftcards", f"--pipeline={stage}", f"--params=raw_root={raw}")
+        _kedro(root, "run", "--env=giftcards", f"--pipelines={stage}", f"--params=raw_root={raw}")
     import pandas as pd
 
     sids = pd.read_parquet(_latest(root / "data" / "giftcards" / "04_feature" / "item_sids.parquet"))

@@ -111,7 +111,7 @@ def test_one_namespace_per_variant_and_a_table_over_them():
     pipe = create_pipeline(DEFINITIONS)
     namespaces = {node.namespace for node in pipe.nodes if node.namespace}
     assert namespaces == {*DEFINITIONS, "sft-semantic"}
-    # `kedro run --pipeline=ablations --namespaces=grpo-acc`: that variant's nodes only, on the shared inputs
+    # `kedro run --pipelines=ablations --namespaces=grpo-acc`: that variant's nodes only, on the shared inputs
     one = pipe.filter(node_namespaces=["grpo-acc"])
     assert sorted(n.name for n in one.nodes) == [
         "grpo-acc.evaluate_test", "grpo-acc.plot_rl_reward_distribution", "grpo-acc.train_rl_model",
