@@ -46,7 +46,7 @@ if [ -d "$MINIONEREC" ]; then
   run decode 120 python benchmarks/decode/bench_decode.py --preset scratch --beams 16 --prompts 256 --batch-size 64 \
     --repeats 3 --threads 4 --device cuda
   # 2-3. RL step on Industrial-shaped data (32 prompts x k = 16), float32 and bf16 autocast
-  run rl_fp32 150 python benchmarks/rl/bench_rl_step.py --steps 4 --threads 4 --device cuda
+  run rl_fp32 150 python benchmarks/rl/bench_rl_step.py --steps 4 --threads 4 --device cuda --set autocast=off
   run rl_bf16 150 python benchmarks/rl/bench_rl_step.py --steps 4 --threads 4 --device cuda --set autocast=auto
 else
   for name in decode rl_fp32 rl_bf16; do skip "$name" "no $MINIONEREC"; done
