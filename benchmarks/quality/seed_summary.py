@@ -16,9 +16,9 @@ import statistics
 import sys
 from pathlib import Path
 
-from singer_rec.metrics import DEFAULT_KS
+from singer_rec.metrics import METRIC_NAMES
 
-METRICS = tuple(f"{name}@{k}" for k in DEFAULT_KS for name in ("HR", "NDCG"))
+METRICS = METRIC_NAMES
 
 
 def summarise(files: list[Path], metrics: tuple[str, ...] = METRICS) -> dict:

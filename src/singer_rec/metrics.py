@@ -9,6 +9,10 @@ from collections.abc import Sequence
 import numpy as np
 
 DEFAULT_KS = (3, 5, 10)
+# every metric a stage reports, in the paper's column order (HR and NDCG side by side at each K)
+METRIC_NAMES = tuple(f"{name}@{k}" for k in DEFAULT_KS for name in ("HR", "NDCG"))
+# what a training stage may select its model on: the valid loss or a ranking metric
+SELECTION_METRICS = ("loss", *METRIC_NAMES)
 
 
 def hit_rank(ranked_items: Sequence, target) -> int | None:

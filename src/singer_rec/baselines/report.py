@@ -11,7 +11,9 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
-METRICS = ["HR@3", "NDCG@3", "HR@5", "NDCG@5", "HR@10", "NDCG@10"]  # the paper's column order
+from singer_rec.metrics import METRIC_NAMES
+
+METRICS = list(METRIC_NAMES)  # the paper's column order
 OTHER_GROUP = "Other"
 WALL = "wall_time_s"
 RUN, NOT_RUN = "run", "not run"

@@ -36,7 +36,7 @@ import torch
 from tqdm import tqdm
 
 from singer_rec import decoding, modeling, tracking
-from singer_rec.metrics import hit_rank, metrics_from_ranks
+from singer_rec.metrics import METRIC_NAMES, SELECTION_METRICS, hit_rank, metrics_from_ranks
 from singer_rec.prompts import render_for_model
 from singer_rec.training import common, memory
 
@@ -44,7 +44,7 @@ logger = logging.getLogger(__name__)
 
 PROCESS_KEYS = ("train_path", "valid_path", "items_path", "item_sids_path", "output_dir", "checkpoint_dir",
                 "result_path", "model", "templates")
-SELECT_METRICS = ("loss", "HR@3", "HR@5", "HR@10", "NDCG@3", "NDCG@5", "NDCG@10")
+SELECT_METRICS = SELECTION_METRICS
 
 
 @dataclass
@@ -372,9 +372,8 @@ class RankingValidation:
         and every process computes the metrics of the whole list, exactly as one process does."""
         ranks = dist.gather_shards(len(self.prompts), self.ranks(model, dist, batch_size, amp_dtype))
         model.train()
-        names = [f"{m}@{k}" for m in ("HR", "NDCG") for k in (3, 5, 10)]
         totals = self.sums(ranks) if ranks else {"n": 0.0}
-        return {name: totals.get(name, 0.0) / max(totals["n"], 1.0) for name in names}
+        return {name: totals.get(name, 0.0) / max(totals["n"], 1.0) for name in METRIC_NAMES}
 
 
 def is_better(metric: str, value: float, best: float | None) -> bool:

@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 
 from singer_rec import modeling
+from singer_rec.metrics import METRIC_NAMES
 from singer_rec.pipelines.evaluate.nodes import evaluate_test, markdown_table
 from singer_rec.pipelines.rl.nodes import check_rl_params
 from singer_rec.training.rl import retarget_model_folder
@@ -17,7 +18,7 @@ from singer_rec.training.rl.settings import SFT_ALIGNMENT, RLSettings
 
 logger = logging.getLogger(__name__)
 
-METRICS = ["HR@3", "NDCG@3", "HR@5", "NDCG@5", "HR@10", "NDCG@10"]
+METRICS = list(METRIC_NAMES)
 SFT_ONLY = "sft-only"
 SEMANTIC_SFT = "sft-semantic"  # the semantic-only SFT model: a row of its own when it was evaluated
 # the rl settings a row names (a key the settings leave out reads as RLSettings' default)

@@ -8,7 +8,6 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 import pandas as pd
-import torch
 
 from singer_rec.baselines import tiger
 from singer_rec.baselines.sequences import ItemIndex, encode_sequences
@@ -21,11 +20,12 @@ from singer_rec.baselines.training import (
     popularity_scores,
     train_with_grid,
 )
+from singer_rec.metrics import METRIC_NAMES, SELECTION_METRICS
 from singer_rec.training import common
 
 logger = logging.getLogger(__name__)
 
-METRIC_COLUMNS = ["HR@3", "NDCG@3", "HR@5", "NDCG@5", "HR@10", "NDCG@10"]
+METRIC_COLUMNS = list(METRIC_NAMES)
 DISPLAY_NAMES = {"popularity": "Popularity", "markov": "Markov chain", "gru4rec": "GRU4Rec", "caser": "Caser",
                  "sasrec": "SASRec", "hstu": "HSTU", "tiger": "TIGER"}
 
@@ -73,7 +73,7 @@ class BaselinesParams:
                 raise ValueError(f"{where}.{name}.training: {error}") from None
         tiger_keys = {f.name for f in fields(tiger.TigerConfig)} - {"seed", "max_history"}
         config = tiger.TigerConfig(**_check_keys(self.tiger or {}, tiger_keys, f"{where}.tiger"))
-        if config.select_metric not in ("loss", "HR@3", "HR@5", "HR@10", "NDCG@3", "NDCG@5", "NDCG@10"):
+        if config.select_metric not in SELECTION_METRICS:
             raise ValueError(f"{where}.tiger.select_metric {config.select_metric!r}; allowed: loss, HR@K, NDCG@K (K in 3, 5, 10)")
 
 
