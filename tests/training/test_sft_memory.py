@@ -17,7 +17,7 @@ from singer_rec import modeling  # noqa: E402
 from singer_rec.rl.grpo import completion_logprobs  # noqa: E402
 from singer_rec.rl.report import summary_report  # noqa: E402
 from singer_rec.shaped_models import write_qwen25_folder  # noqa: E402
-from singer_rec.training import memory, sft, workdirs  # noqa: E402
+from singer_rec.training import common, memory, sft, workdirs  # noqa: E402
 from singer_rec.training.rl.settings import RLSettings  # noqa: E402
 
 SIDS = ["<a_0>", "<a_1>", "<b_0>", "<b_1>", "<c_0>", "<c_1>"]
@@ -204,7 +204,7 @@ def test_rl_run_with_gradient_checkpointing_trains_the_same_model_and_reports_pe
 
 
 def test_peak_memory_of_one_process_is_its_own():
-    dist = type("OneProcess", (), {"enabled": False, "device": torch.device("cpu")})()
+    dist = common.Dist()  # one process on the CPU
     peak = memory.peak_memory(dist)
     assert peak["peak_memory_kind"] == "cpu_rss"
     assert 0 < peak["peak_memory_mb"] <= memory.local_peak_memory_mb(torch.device("cpu"))[0] + 0.1

@@ -108,10 +108,17 @@ class Dist:
 
     def all_reduce_sum(self, values: list[float]) -> list[float]:
         """Sum a few numbers over the processes (returns them unchanged in one process)."""
+        return self._all_reduce(values, torch.distributed.ReduceOp.SUM)
+
+    def all_reduce_max(self, values: list[float]) -> list[float]:
+        """The largest of each number over the processes (returns them unchanged in one process)."""
+        return self._all_reduce(values, torch.distributed.ReduceOp.MAX)
+
+    def _all_reduce(self, values: list[float], op) -> list[float]:
         if not self.enabled:
             return list(values)
         t = torch.tensor(values, dtype=torch.float64, device=self.device if self.device.type == "cuda" else "cpu")
-        torch.distributed.all_reduce(t)
+        torch.distributed.all_reduce(t, op=op)
         return t.tolist()
 
     def shard(self, n: int) -> range:

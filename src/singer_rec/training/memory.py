@@ -29,10 +29,7 @@ def peak_memory(dist) -> dict[str, float | str]:
     """``{"peak_memory_mb", "peak_memory_kind"}``: the largest peak over the processes of ``dist``
     (a ``common.Dist``; every process must call it, as it is a collective under DDP)."""
     peak, kind = local_peak_memory_mb(dist.device)
-    if dist.enabled:  # the rank that needs the most memory decides what a machine must hold
-        value = torch.tensor([peak], dtype=torch.float64, device=dist.device if dist.device.type == "cuda" else "cpu")
-        torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
-        peak = float(value.item())
+    (peak,) = dist.all_reduce_max([peak])  # the rank that needs the most memory decides what a machine must hold
     return {"peak_memory_mb": round(peak, 1), "peak_memory_kind": kind}
 
 
