@@ -10,7 +10,7 @@ from omegaconf.errors import InterpolationToMissingValueError
 
 from conftest import PROJECT_ROOT
 from singer_rec import cli as project_cli
-from singer_rec.params import validate_run_parameters
+from singer_rec.pipeline_registry import validate_run_parameters
 from singer_rec.settings import CONFIG_LOADER_ARGS
 
 CONF = PROJECT_ROOT / "conf"

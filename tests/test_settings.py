@@ -8,7 +8,7 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.pipeline import Node, Pipeline
 
 from conftest import PROJECT_ROOT
-from singer_rec.params import ParameterValidationHook, validate_run_parameters
+from singer_rec.pipeline_registry import ParameterValidationHook, validate_run_parameters
 from singer_rec.settings import CONFIG_LOADER_ARGS, project_parameters
 
 CONF = PROJECT_ROOT / "conf"

@@ -10,40 +10,18 @@ allowed ones), wrong types and out-of-range values, each error naming the full d
 Nested dataclass fields are built recursively. A class may add cross-field checks in a
 ``check(self, where)`` method, and list keys it no longer has in a ``RENAMED_KEYS`` class
 attribute (old name -> new name): an old key then fails with "sft.train.lr was renamed to
-learning_rate". ``validate_run_parameters`` checks every known block of a run before
-any node reads data (the project's settings register it as a ``before_pipeline_run`` hook).
+learning_rate". Which block has which class is the project's business, not this module's: the pipeline registry
+names them (``PARAMETER_SCHEMAS``) and checks a run's blocks before any node reads data.
 """
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import logging
 import types
 import typing
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-from kedro.framework.hooks import hook_impl
-
-logger = logging.getLogger(__name__)
-
 T = TypeVar("T")
-
-# parameter block -> "module:Class" of its typed config (imported when a run uses that block)
-SCHEMAS: dict[str, str] = {
-    "ingest": "singer_rec.pipelines.ingest.nodes:IngestParams",
-    "split": "singer_rec.pipelines.split.nodes:SplitParams",
-    "embed": "singer_rec.pipelines.embed.nodes:EmbedParams",
-    "sid": "singer_rec.pipelines.sid.nodes:SidParams",
-    "prompts": "singer_rec.pipelines.prompts.nodes:PromptsParams",
-    "evaluate": "singer_rec.pipelines.evaluate.nodes:EvaluateParams",
-    "sft": "singer_rec.pipelines.sft.nodes:SFTParams",
-    "rl": "singer_rec.pipelines.rl.nodes:RLParams",
-    "sdpo": "singer_rec.pipelines.sdpo.nodes:SDPOParams",
-    "baselines": "singer_rec.pipelines.baselines.nodes:BaselinesParams",
-    "llm_baselines": "singer_rec.pipelines.llm_baselines.nodes:LLMBaselinesParams",
-}
-
 
 def rule(*, ge: float | None = None, gt: float | None = None, le: float | None = None,
          lt: float | None = None, choices: tuple | None = None) -> dict[str, Any]:
@@ -154,47 +132,3 @@ def from_params(cls: type[T], values: Mapping[str, Any] | None, where: str) -> T
     if callable(check):
         check(where)
     return instance
-
-
-def schema(block: str) -> type | None:
-    """The typed config class of a parameter block (``SCHEMAS``), or None when it has none here."""
-    target = SCHEMAS.get(block)
-    if target is None:
-        return None
-    module, _, name = target.partition(":")
-    return getattr(importlib.import_module(module), name)
-
-
-def validate_run_parameters(blocks: Mapping[str, Any]) -> list[str]:
-    """Build the typed config of every known block in ``blocks``; returns the names checked."""
-    checked = []
-    for block, values in blocks.items():
-        cls = schema(block)
-        if cls is not None:
-            from_params(cls, values, block)
-            checked.append(block)
-    return checked
-
-
-def _used_blocks(pipeline) -> set[str]:
-    """The top-level parameter blocks the pipeline's nodes take (``params:evaluate`` -> evaluate)."""
-    names = set()
-    for node in pipeline.nodes:
-        for name in node.inputs:
-            if name.startswith("params:"):
-                names.add(name[len("params:"):].split(".", 1)[0])
-    return names
-
-
-class ParameterValidationHook:
-    """Checks the parameter blocks a run's nodes take before the first node loads any data."""
-
-    @hook_impl(tryfirst=True)  # before the tracking hook opens its run: a bad block starts nothing
-    def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
-        blocks = {}
-        for block in sorted(_used_blocks(pipeline)):
-            if block in SCHEMAS:
-                blocks[block] = catalog.load(f"params:{block}")
-        checked = validate_run_parameters(blocks)
-        if checked:
-            logger.info("parameters checked: %s", ", ".join(checked))

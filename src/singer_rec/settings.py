@@ -7,7 +7,7 @@ from pathlib import Path
 from kedro.config import OmegaConfigLoader
 
 from singer_rec.hooks import MlflowTrackingHook
-from singer_rec.params import ParameterValidationHook
+from singer_rec.pipeline_registry import ParameterValidationHook
 
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
 

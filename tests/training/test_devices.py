@@ -145,7 +145,8 @@ def test_every_torch_stage_defaults_to_auto():
     ("rl", {"settings": {}, "device": "gpu"}, "rl.device"),
 ])
 def test_stage_blocks_name_a_wrong_device(block, values, key):
-    from singer_rec.params import from_params, schema
+    from singer_rec.params import from_params
+    from singer_rec.pipeline_registry import parameter_schema
 
     with pytest.raises(ValueError, match=rf"{key.replace('.', r'[.]')} must be one of auto, cpu, cuda, cuda:N, got 'gpu'"):
-        from_params(schema(block), values, block)
+        from_params(parameter_schema(block), values, block)

@@ -11,7 +11,7 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
 from singer_rec import modeling
-from singer_rec.params import validate_run_parameters
+from singer_rec.pipeline_registry import validate_run_parameters
 from singer_rec.pipelines.baselines.nodes import METRIC_COLUMNS
 from singer_rec.pipelines.sdpo import create_pipeline
 
