@@ -42,8 +42,13 @@ CONFIG_LOADER_ARGS = {
 }
 
 
-def project_parameters(conf_source: str | Path, env: str) -> dict:
-    """The parameters ``kedro run --env=<env>`` sees (base with the environment soft-merged over it),
-    as plain Python values, for scripts that run the project's code outside a Kedro session."""
+def project_config(conf_source: str | Path, env: str, kind: str = "parameters") -> dict:
+    """The ``parameters`` (or ``catalog``) ``kedro run --env=<env>`` sees (base with the environment
+    merged over it), as plain Python values, for code that runs outside a Kedro session."""
     loader = OmegaConfigLoader(str(conf_source), env=env, **CONFIG_LOADER_ARGS)
-    return json.loads(json.dumps(loader["parameters"]))
+    return json.loads(json.dumps(loader[kind]))
+
+
+def project_parameters(conf_source: str | Path, env: str) -> dict:
+    """The parameters ``kedro run --env=<env>`` sees (see :func:`project_config`)."""
+    return project_config(conf_source, env, "parameters")
