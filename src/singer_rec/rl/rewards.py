@@ -23,9 +23,9 @@ Title answers have no SID levels. ``title_reward`` picks what stands in for R_re
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
 
-REWARD_VARIANTS = ("acc", "acc+rank", "full", "sid-all")
 TITLE_REWARDS = ("acc-rank", "prefix", "prefix-share")
 
 
@@ -95,6 +95,35 @@ def is_hard(candidates: Sequence[Sequence[Hashable]], target: Sequence[Hashable]
     return not any(tuple(c) == target for c in candidates)
 
 
+@dataclass(frozen=True)
+class RewardTerms:
+    """The terms a group's rewards are made of (Eq. 6-8), for a variant to combine."""
+
+    acc: list[float]             # R_acc
+    acc_rank: list[float]        # R_acc + R_rank
+    reason: list[float] | None   # R_reason (SID levels, or its title stand-in); None: no stand-in
+    hard: bool                   # the sample is hard: its unguided rollout had no hit
+
+
+def _full(terms: RewardTerms) -> list[float]:
+    return terms.reason if terms.hard and terms.reason is not None else terms.acc_rank
+
+
+def _sid_all(terms: RewardTerms) -> list[float]:
+    if terms.reason is None or terms.hard:
+        return _full(terms)
+    return [ar + s for ar, s in zip(terms.acc_rank, terms.reason)]
+
+
+# variant -> how it combines the terms (paper Fig. 4c); a new variant is one function and one entry
+REWARD_VARIANTS: dict[str, Callable[[RewardTerms], list[float]]] = {
+    "acc": lambda terms: terms.acc,
+    "acc+rank": lambda terms: terms.acc_rank,
+    "full": _full,
+    "sid-all": _sid_all,
+}
+
+
 def group_rewards(
     candidates: Sequence[Sequence[Hashable]],
     target: Sequence[Hashable],
@@ -114,17 +143,11 @@ def group_rewards(
     check_variant(variant)
     check_title_reward(title_reward)
     acc = accuracy_rewards(candidates, target)
-    if variant == "acc":
-        return acc
     acc_rank = [a + r for a, r in zip(acc, rank_rewards(candidates, target))]
-    if variant == "acc+rank" or (not hierarchical and title_reward == "acc-rank"):
-        return acc_rank
     if hierarchical:
         reason = sid_level_rewards(candidates, target, decay)
+    elif title_reward == "acc-rank":
+        reason = None
     else:
         reason = title_prefix_rewards(candidates, target, title_reward, decay)
-    if hard:
-        return reason
-    if variant == "full":
-        return acc_rank
-    return [ar + s for ar, s in zip(acc_rank, reason)]  # sid-all
+    return REWARD_VARIANTS[variant](RewardTerms(acc, acc_rank, reason, hard))
