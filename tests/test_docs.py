@@ -1,4 +1,5 @@
-"""The reference docs agree with conf/, name no path outside the repository and carry no history.
+"""The reference docs agree with conf/, name no path outside the repository and carry no history;
+every relative link in README.md and docs/ resolves (to a file, and to a heading for a `#anchor`).
 
 Reference docs: ``docs/{architecture,data,sid,sft,rl,evaluate,baselines}.md`` (the results pages
 under ``docs/experiments/`` are records of runs and are not checked here).
@@ -253,3 +254,80 @@ def test_pipelines_left_out_of_the_default_run_are_documented():
     match = re.search(r"`__default__` is all of them\s+except ([^.(]+)", _doc("architecture"))
     assert match, "docs/architecture.md names the pipelines left out of __default__"
     assert set(re.findall(r"`(\w+)`", match.group(1))) == NOT_IN_DEFAULT
+
+
+# A reference doc says how the project is; how it got there (runs, tuning, what changed) is in
+# docs/experiments/. These phrases only make sense in such a log.
+HISTORY_PHRASES = ["this session", "previous defaults", "new defaults", "old defaults",
+                   "before this work", "then-current", "until 20", "since 20"]
+
+
+@pytest.mark.parametrize("doc_name", REFERENCE_DOCS)
+def test_reference_docs_carry_no_history(doc_name):
+    bad = [f"{doc_name}.md:{n}: {phrase!r} in {line.strip()[:100]}"
+           for n, line in enumerate(_doc(doc_name).splitlines(), 1)
+           for phrase in HISTORY_PHRASES if phrase in line.lower()]
+    assert not bad, "history belongs in docs/experiments/ (an experiment log):\n" + "\n".join(bad)
+
+
+LINK = re.compile(r"\[(?:[^\[\]]|\[[^\]]*\])*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+FENCE = re.compile(r"^(```|~~~).*?^\1", re.S | re.M)
+CODE_SPAN = re.compile(r"(`+)(?:(?!\1).)+?\1", re.S)
+
+
+def markdown_files() -> list[Path]:
+    return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+
+
+def heading_anchors(path: Path) -> set[str]:
+    """GitHub's anchors of a markdown file's headings (lowercase, punctuation dropped, - for spaces)."""
+    text = FENCE.sub("", path.read_text(encoding="utf-8"))
+    anchors, seen = set(), {}
+    for title in re.findall(r"^#{1,6}\s+(.*?)\s*#*\s*$", text, re.M):
+        slug = re.sub(r"[^\w\- ]", "", title.lower().replace("`", "")).replace(" ", "-")
+        n = seen.get(slug, 0)
+        seen[slug] = n + 1
+        anchors.add(slug if n == 0 else f"{slug}-{n}")
+    return anchors
+
+
+def relative_links(path: Path) -> list[tuple[int, str]]:
+    """(line, target) of every relative link or image in a markdown file, code left out."""
+    text = path.read_text(encoding="utf-8")
+    text = FENCE.sub(lambda m: "\n" * m.group(0).count("\n"), text)
+    text = CODE_SPAN.sub(lambda m: "\n" * m.group(0).count("\n"), text)
+    found = []
+    for m in LINK.finditer(text):
+        target = m.group(1)
+        if re.match(r"^[a-z][a-z0-9+.-]*:", target, re.I):  # http:, https:, mailto:, ...
+            continue
+        found.append((text.count("\n", 0, m.start()) + 1, target))
+    return found
+
+
+def link_problems(path: Path, root: Path = ROOT) -> list[str]:
+    problems = []
+    for line, target in relative_links(path):
+        where = f"{path.relative_to(root)}:{line}: {target}"
+        file_part, _, anchor = target.partition("#")
+        dest = (path.parent / file_part).resolve() if file_part else path
+        if not dest.exists():
+            problems.append(f"{where}: no such file")
+        elif anchor and dest.suffix == ".md" and anchor not in heading_anchors(dest):
+            problems.append(f"{where}: no heading with that anchor")
+    return problems
+
+
+def test_relative_links_resolve():
+    bad = [p for path in markdown_files() for p in link_problems(path)]
+    assert not bad, "relative links in README.md and docs/ must resolve:\n" + "\n".join(bad)
+
+
+def test_link_check_finds_a_broken_link(tmp_path):
+    doc = tmp_path / "a.md"
+    (tmp_path / "b.md").write_text("# B\n\n## Some `code` heading\n", encoding="utf-8")
+    doc.write_text("[ok](b.md) [anchor](b.md#some-code-heading) [web](https://x.org/y.md)\n"
+                   "`[not a link](nowhere.md)` ![img](missing.png) [bad](b.md#nope)\n"
+                   "```\n[in code](gone.md)\n```\n[gone](c.md)\n", encoding="utf-8")
+    problems = [p.rsplit(": ", 1)[0] for p in link_problems(doc, root=tmp_path)]
+    assert problems == ["a.md:2: missing.png", "a.md:2: b.md#nope", "a.md:6: c.md"]
