@@ -1,5 +1,6 @@
-"""Streaming readers for the raw data sources: ``amazon2018``, ``amazon2023``, ``minionerec``
-and ``synthetic``.
+"""Streaming readers for the built-in raw data sources: ``amazon2018``, ``amazon2023``,
+``minionerec`` and ``synthetic``, each registered by name in :mod:`singer_rec.data.registry`
+(the ``custom`` source, your own catalogue, is :mod:`singer_rec.data.source_custom`).
 
 Every reader returns the two tables of the ingest contract (docs/architecture.md):
 
@@ -35,9 +36,10 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from singer_rec.data.registry import ReadRequest, SourceTables, register_source
+
 logger = logging.getLogger(__name__)
 
-SOURCES = ("amazon2018", "amazon2023", "minionerec", "synthetic")
 ITEM_COLUMNS = ["item_id", "title", "description", "brand", "categories"]
 INTERACTION_COLUMNS = ["user_id", "item_id", "timestamp"]
 SEQUENCE_COLUMNS = ["user_id", "history", "target", "timestamp"]
@@ -681,3 +683,51 @@ def read_minionerec(
     given = pd.concat(parts, ignore_index=True)
     interactions = read_minionerec_interactions(paths["sequences"], known)
     return items, interactions, given
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def _amazon_locate(version: str):
+    def locate(root: Path, dataset: str, files, options) -> dict[str, Path]:
+        return amazon_dump_paths(root, dataset, version, files.get("reviews"), files.get("meta"))
+    return locate
+
+
+def _read_amazon(request: ReadRequest) -> SourceTables:
+    files = request.files
+    items, interactions = read_amazon_dump(
+        request.root, request.dataset, version=request.source, skip_bad_lines=request.skip_bad_lines,
+        reviews_file=str(files["reviews"].resolve()), meta_file=str(files["meta"].resolve()),
+    )
+    return SourceTables(items, interactions, empty_given_sequences())
+
+
+for _version, _summary in (("amazon2018", "Amazon Review Data 2018: {dataset}_5.json[.gz] + meta_{dataset}.json[.gz]"),
+                           ("amazon2023", "Amazon Reviews 2023: {dataset}.jsonl[.gz] + meta_{dataset}.jsonl[.gz]")):
+    register_source(_version, locate=_amazon_locate(_version), file_keys=("reviews", "meta"),
+                    needs_dataset=True, summary=_summary)(_read_amazon)
+
+
+def _minionerec_locate(root: Path, dataset: str, files, options) -> dict[str, Path]:
+    paths = minionerec_paths(root, dataset)
+    train = paths.pop("train_full")
+    partial = paths.pop("train_partial")
+    paths["train"] = train if train.is_file() else partial
+    for name, path in paths.items():
+        if not path.is_file():
+            raise DataFormatError(f"{path}: missing minionerec file ({name}) under raw_root {root}")
+    return paths
+
+
+@register_source("minionerec", locate=_minionerec_locate, needs_dataset=True,
+                 summary="MiniOneRec's processed data: item.json + its train/valid/test CSVs (kept row for row)")
+def _read_minionerec(request: ReadRequest) -> SourceTables:
+    return SourceTables(*read_minionerec(request.root, request.dataset))
+
+
+@register_source("synthetic", summary="the seeded demo, generated in memory (ingest.synthetic)")
+def _read_synthetic(request: ReadRequest) -> SourceTables:
+    items, interactions = read_synthetic(int(request.seed), skip_bad_lines=request.skip_bad_lines,
+                                         **request.params.get("synthetic", {}))
+    return SourceTables(items, interactions, empty_given_sequences())

@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from singer_rec.data import sources
+from singer_rec.data import registry
 from singer_rec.data.raw import RawSource
 from singer_rec.params import from_params, rule
 
@@ -52,24 +52,20 @@ def ingest(raw_files: RawSource, seed: int, params: dict[str, Any]
            ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Read the source of ``raw_files`` into ``(items, interactions, given_sequences)``.
 
-    ``synthetic`` reads no file: it generates the demo from ``seed`` and ``params['synthetic']``.
-    ``given_sequences`` holds the splits a source ships (``minionerec``) and is empty otherwise.
-    Any bad input raises before anything is returned, so Kedro saves no partial output.
+    The source is looked up by name in :mod:`singer_rec.data.registry` (``synthetic`` reads no
+    file: it generates the demo from ``seed`` and ``params['synthetic']``). ``given_sequences``
+    holds the splits a source ships (``minionerec``) and is empty otherwise. Any bad input raises
+    before anything is returned, so Kedro saves no partial output.
     """
     config = from_params(IngestParams, params, "ingest")
     source, dataset = raw_files.source, raw_files.dataset
-    given = sources.empty_given_sequences()
-    if source == "synthetic":
-        items, interactions = sources.read_synthetic(int(seed), skip_bad_lines=config.skip_bad_lines,
-                                                     **asdict(config.synthetic))
-    elif source == "minionerec":
-        items, interactions, given = sources.read_minionerec(raw_files.root, dataset)
-    else:
-        files = raw_files.files
-        items, interactions = sources.read_amazon_dump(
-            raw_files.root, dataset, version=source, skip_bad_lines=config.skip_bad_lines,
-            reviews_file=str(files["reviews"].resolve()), meta_file=str(files["meta"].resolve()),
-        )
+    spec = registry.get_source(source)
+    request = registry.ReadRequest(
+        source=source, dataset=dataset, root=raw_files.root, files=dict(raw_files.files),
+        options=spec.with_defaults(raw_files.options), seed=int(seed), skip_bad_lines=config.skip_bad_lines,
+        params=asdict(config),
+    )
+    items, interactions, given = spec.read(request)
     logger.info(
         "ingest %s %s: %d items, %d interactions, %d users, %d given sequence rows",
         source, dataset, len(items), len(interactions), interactions["user_id"].nunique(), len(given),

@@ -20,10 +20,34 @@ class SidParams:
     """``params:sid``: balanced RQ-KMeans (the seed is the project-wide ``seed``)."""
 
     num_levels: int = field(default=3, metadata=rule(ge=1))
-    codebook_size: int = field(default=256, metadata=rule(ge=2))   # K <= number of items
+    codebook_size: int | None = field(default=256, metadata=rule(ge=2))   # K <= number of items; null = auto
     max_iter: int = field(default=100, metadata=rule(ge=1))
     tol: float = field(default=1e-7, metadata=rule(ge=0))
     init_trials: int | None = field(default=None, metadata=rule(ge=1))
+
+
+AUTO_MAX_CODEBOOK = 256        # the paper's K
+AUTO_ITEMS_PER_CODE = 16       # the hand-set codebooks put 13-19 items in a first-level cluster
+
+
+def auto_codebook_size(n_items: int, num_levels: int) -> tuple[int, str]:
+    """K for ``sid.codebook_size: null``, and the reason, in words, for the report.
+
+    K = min(256, n, max(r, n // 16)), r = the smallest K with K ** num_levels >= n: about 16
+    items per first-level code (the set codebooks: demo 240/16, Gift_Cards 148/8, Industrial
+    3686/256), never fewer codes than L levels need to give n items n distinct code paths, never
+    more than the paper's 256 or than the items (balanced k-means needs K <= n).
+    """
+    if n_items < 2:
+        raise ValueError(f"sid: {n_items} item(s); at least 2 are needed for a codebook")
+    root = 1
+    while root ** num_levels < n_items:
+        root += 1
+    per_code = n_items // AUTO_ITEMS_PER_CODE
+    k = max(2, min(AUTO_MAX_CODEBOOK, n_items, max(root, per_code)))
+    reason = (f"auto: K = min({AUTO_MAX_CODEBOOK}, n, max(r, n // {AUTO_ITEMS_PER_CODE})) with n = {n_items} items, "
+              f"r = {root} (the smallest K with K^{num_levels} >= n), n // {AUTO_ITEMS_PER_CODE} = {per_code}")
+    return k, reason
 
 
 def check_inputs(items: pd.DataFrame, item_embeddings: np.ndarray) -> None:
@@ -88,15 +112,21 @@ def build_semantic_ids(
     """Balanced RQ-KMeans over the item embeddings -> (item_sids, sid_codebooks, sid_report)."""
     config = from_params(SidParams, params, "sid")
     check_inputs(items, item_embeddings)
-    if config.codebook_size > len(items):
-        raise ValueError(f"sid.codebook_size ({config.codebook_size}) must be <= the number of items ({len(items)})")
+    if config.codebook_size is None:
+        codebook_size, reason = auto_codebook_size(len(items), config.num_levels)
+        logger.info("sid.codebook_size: %d (%s)", codebook_size, reason)
+    else:
+        codebook_size, reason = config.codebook_size, "set: sid.codebook_size"
+    if codebook_size > len(items):
+        raise ValueError(f"sid.codebook_size ({codebook_size}) must be <= the number of items ({len(items)})")
     result = balanced_rq_kmeans(
-        item_embeddings, config.num_levels, config.codebook_size, max_iter=config.max_iter, tol=config.tol,
+        item_embeddings, config.num_levels, codebook_size, max_iter=config.max_iter, tol=config.tol,
         seed=int(seed), init_trials=config.init_trials, progress=True,
     )
     suffix, stats = dedupe_suffixes(result.codes)
     table = sid_table(items["item_id"].astype(str).tolist(), result.codes, suffix)
     report = sid_quality_report(result, stats, table, seed)
+    report["codebook_size_rule"] = reason
     if report["collisions_after"]:
         raise RuntimeError(f"sid: {report['collisions_after']} SIDs still collide after the suffix (a bug)")
     logger.info(
