@@ -12,7 +12,7 @@ from kedro.runner import SequentialRunner
 
 from conftest import PROJECT_ROOT
 from singer_rec.data import registry
-from singer_rec.data.raw import RawFilesDataset
+from singer_rec.datasets.raw_files import RawFilesDataset
 from singer_rec.data.source_custom import read_custom
 from singer_rec.data.sources import DataFormatError, empty_given_sequences
 from singer_rec.datasets.parquet import ListParquetDataset

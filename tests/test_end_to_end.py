@@ -154,7 +154,7 @@ def test_viz_build(tmp_path):
     api = root / "build" / "api"
     default = json.loads((api / "main").read_text())
     (raw,) = [n for n in default["nodes"] if n["name"] == "raw_files"]
-    assert raw["dataset_type"] == "data.raw.RawFilesDataset"
+    assert raw["dataset_type"] == "datasets.raw_files.RawFilesDataset"
     assert not [e for e in default["edges"] if e["target"] == raw["id"]]  # nothing above the raw files
     ablations = json.loads((api / "pipelines" / "ablations").read_text())
     assert {"sft-only", "singer", "grpo-acc", "align-none", "sft-semantic"} <= set(ablations["modular_pipelines"])

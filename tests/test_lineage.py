@@ -12,7 +12,7 @@ from singer_rec.settings import CONFIG_LOADER_ARGS
 
 ENVS = ["local", "giftcards", "industrial", "office"]
 STUDIED = ["__default__", "baselines", "report", "ablations", "llm_baselines", "sdpo"]
-RAW_TYPE = "singer_rec.data.raw.RawFilesDataset"
+RAW_TYPE = "singer_rec.datasets.raw_files.RawFilesDataset"
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,7 @@ from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM, Qwen2Confi
 from singer_rec import modeling
 from singer_rec.decoding import PrefixTrie, beam_search
 from singer_rec.prompts import DEFAULT_SEMANTIC_TEMPLATE, render_for_model, semantic_prompt
-from singer_rec.sid_format import sid_tokens
+from singer_rec.sid.tokens import sid_tokens
 
 REPO = Path(__file__).resolve().parents[2]
 MINIONEREC = REPO.parent / "shared" / "data" / "amazon18" / "minionerec"

@@ -83,7 +83,7 @@ def sync(device: torch.device) -> None:
 def catalogue(num_items: int, codebook: int, seed: int) -> list[str]:
     """``num_items`` distinct 3-level SIDs with codes below ``codebook`` (code codebook - 1 used, so the
     SID vocabulary is 3 x codebook tokens, as the paper's 3 x 256)."""
-    from singer_rec.sid_format import format_sid
+    from singer_rec.sid.tokens import format_sid
 
     g = torch.Generator().manual_seed(seed)
     seen = {(codebook - 1, codebook - 1, codebook - 1)}
@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     from singer_rec import decoding, modeling
     from singer_rec.rl.grpo import completion_logprobs, group_advantages, grpo_loss
     from singer_rec.shaped_models import write_qwen25_folder
-    from singer_rec.sid_format import sid_tokens
+    from singer_rec.sid.tokens import sid_tokens
 
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():

@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from small_world import tiny_policy, train_and_probe  # noqa: E402
 
-from singer_rec import sid_format  # noqa: E402
+from singer_rec.sid.tokens import format_sid  # noqa: E402
 from singer_rec.prompts import render_for_model  # noqa: E402
 
 USERS = 16
@@ -36,7 +36,7 @@ def world(seed: int):
     """(policy, tokenizer, meta, rl rows) of the sparse-SID world."""
     rng = random.Random(seed)
     codes = rng.sample(list(itertools.product(range(8), range(8), range(8))), 64)
-    items = {f"i{j:02d}": sid_format.format_sid(c) for j, c in enumerate(sorted(codes))}
+    items = {f"i{j:02d}": format_sid(c) for j, c in enumerate(sorted(codes))}
     picked = rng.sample(sorted(items), 2 * USERS)
     history, target = picked[:USERS], picked[USERS:]
     policy, tokenizer = tiny_policy(["Recommend after"] * 5 + [render_for_model("x")], items.values(), seed)

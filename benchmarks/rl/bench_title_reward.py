@@ -27,7 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from small_world import tiny_policy, train_and_probe  # noqa: E402
 
-from singer_rec import sid_format  # noqa: E402
+from singer_rec.sid.tokens import format_sid  # noqa: E402
 from singer_rec.prompts import render_for_model  # noqa: E402
 from singer_rec.rl.rewards import TITLE_REWARDS  # noqa: E402
 
@@ -38,7 +38,7 @@ USERS = 16
 def world(seed: int):
     """(policy, tokenizer, meta, rl rows) of the hierarchical-title world."""
     codes = list(itertools.product(range(4), range(4), range(4)))
-    items = {f"i{j:02d}": sid_format.format_sid(c) for j, c in enumerate(codes)}
+    items = {f"i{j:02d}": format_sid(c) for j, c in enumerate(codes)}
     titles = {f"i{j:02d}": " ".join(WORDS[level][c[level]] for level in range(3)) for j, c in enumerate(codes)}
     rng = random.Random(seed)
     picked = rng.sample(sorted(items), 2 * USERS)

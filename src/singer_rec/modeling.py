@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from singer_rec import sid_format
+from singer_rec.sid.tokens import parse_sid, sid_token
 
 logger = logging.getLogger(__name__)
 
@@ -72,9 +72,9 @@ def sid_vocabulary_for(sids: Iterable[str]) -> list[str]:
     """
     max_code: dict[int, int] = {}
     for sid in sids:
-        for level, code in enumerate(sid_format.parse_sid(sid)):
+        for level, code in enumerate(parse_sid(sid)):
             max_code[level] = max(max_code.get(level, -1), code)
-    return [sid_format.sid_token(level, code) for level in sorted(max_code) for code in range(max_code[level] + 1)]
+    return [sid_token(level, code) for level in sorted(max_code) for code in range(max_code[level] + 1)]
 
 
 def add_sid_tokens(tokenizer, sid_tokens: list[str]) -> int:

@@ -19,7 +19,7 @@ import torch
 
 from singer_rec.decoding import PrefixTrie, beam_search
 from singer_rec.prompts import DEFAULT_SEMANTIC_TEMPLATE, render_for_model, semantic_prompt
-from singer_rec.sid_format import sid_tokens
+from singer_rec.sid.tokens import sid_tokens
 
 logger = logging.getLogger(__name__)
 

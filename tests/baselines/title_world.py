@@ -8,7 +8,7 @@ from __future__ import annotations
 import pandas as pd
 
 from singer_rec.baselines.toy import rule_tables
-from singer_rec.sid_format import format_sid
+from singer_rec.sid.tokens import format_sid
 
 COLOURS = ["amber", "azure", "coral", "ivory"]
 THINGS = ["kettle", "stapler", "lantern"]

@@ -8,7 +8,7 @@ import torch
 
 from singer_rec import modeling
 from singer_rec.prompts import DEFAULT_SEMANTIC_TEMPLATE, render_for_model, semantic_prompt
-from singer_rec.sid_format import sid_tokens
+from singer_rec.sid.tokens import sid_tokens
 
 TINY_MODEL = {"preset": "scratch", "scratch": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
                                                "num_key_value_heads": 1, "intermediate_size": 64,

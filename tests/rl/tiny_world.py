@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from singer_rec import sid_format
+from singer_rec.sid.tokens import format_sid
 from singer_rec.modeling import add_sid_tokens, save_model_folder, sid_vocabulary_for, train_scratch_tokenizer
 from singer_rec.prompts import render_for_model, semantic_prompt
 
@@ -22,7 +22,7 @@ def build(seed: int = 0):
     """(policy, tokenizer, meta, rl_dataset frame)."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    sids = [sid_format.format_sid(c) for c in itertools.product(range(4), range(4), range(4))]
+    sids = [format_sid(c) for c in itertools.product(range(4), range(4), range(4))]
     items = {f"i{j:02d}": sid for j, sid in enumerate(sids)}
     titles = {item: f"Widget {j}" for j, item in enumerate(items)}
     rng = random.Random(seed)

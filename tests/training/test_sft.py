@@ -93,7 +93,7 @@ def test_valid_ranking_with_no_sid_answer_is_none_or_an_error_naming_file_and_ne
 def test_valid_ranking_equals_exhaustive_scoring_of_every_item(tmp_path):
     """The selection metric: beam search (beam >= items) ranks like scoring all 16 items one by one."""
     from singer_rec.metrics import ranking_metrics
-    from singer_rec.sid_format import sid_tokens
+    from singer_rec.sid.tokens import sid_tokens
 
     result = sft.train(tiny_config(tmp_path, epochs=3, patience=5))
     model, tok, meta = modeling.load_model_folder(result["model_dir"])

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from singer_rec.prompts import PAPER_TEMPLATES, PromptBuilder
-from singer_rec.sid_format import format_sid
+from singer_rec.sid.tokens import format_sid
 
 TINY_MODEL = {"preset": "scratch", "scratch": {
     "hidden_size": 48, "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1,

@@ -9,7 +9,7 @@ A source is a read function registered under its name::
 
 ``locate(root, dataset, files, options)`` returns the files the source reads (name -> path, each
 checked to exist) from the ``raw_files`` catalog entry; ``read(request)`` returns the three ingest
-tables. The ``raw_files`` dataset (:mod:`singer_rec.data.raw`) and the ingest node look a source up
+tables. The ``raw_files`` dataset (:mod:`singer_rec.datasets.raw_files`) and the ingest node look a source up
 here and nothing else, so adding one touches one module plus conf: the built-in readers register
 in :mod:`singer_rec.data.sources`, any further source in a module ``singer_rec/data/source_<name>.py``,
 which is imported (and so registered) the first time the registry is asked for a name.
@@ -37,7 +37,7 @@ class SourceTables(NamedTuple):
 @dataclass(frozen=True)
 class RawSource:
     """Which source, which dataset, its files (name -> path; empty for the demo) and options
-    (what the ``raw_files`` dataset loads, :mod:`singer_rec.data.raw`)."""
+    (what the ``raw_files`` dataset loads, :mod:`singer_rec.datasets.raw_files`)."""
 
     source: str
     dataset: str

@@ -37,7 +37,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from singer_rec import modeling, sid_format, tracking
+from singer_rec import modeling, tracking
+from singer_rec.sid.tokens import sid_tokens
 from singer_rec.params import from_params, rule
 from singer_rec.prompts import render_for_model
 from singer_rec.rl.grpo import completion_logprobs
@@ -118,7 +119,7 @@ def build_preferences(frame: pd.DataFrame, tokenizer, sid_map: Mapping[str, str]
         raise ValueError(f"{name}: missing column(s) {missing}")
     sids = sorted(set(sid_map.values()))
     position = {sid: i for i, sid in enumerate(sids)}
-    answers = [tuple(modeling.sid_token_ids(tokenizer, sid_format.sid_tokens(sid))) for sid in sids]
+    answers = [tuple(modeling.sid_token_ids(tokenizer, sid_tokens(sid))) for sid in sids]
     keep = max_length - max(len(a) for a in answers)
     rows = frame[frame["task"].isin(list(tasks))]
     unknown = sorted(set(rows["answer"]) - set(position))

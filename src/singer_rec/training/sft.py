@@ -324,7 +324,7 @@ class RankingValidation:
               source: str = "valid rows") -> RankingValidation | None:
         """``None`` when no row of ``valid_df`` answers with an item's SID, unless ``needed_for`` names what
         needs the ranking: then a ``ValueError`` naming ``source`` (the rows' file) and that need."""
-        from singer_rec.sid_format import sid_tokens
+        from singer_rec.sid.tokens import sid_tokens
 
         sids = sorted(set(sid_map.values()))
         sequences = [modeling.sid_token_ids(tokenizer, sid_tokens(sid)) for sid in sids]

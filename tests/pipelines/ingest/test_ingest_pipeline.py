@@ -11,7 +11,7 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
 from conftest import PROJECT_ROOT
-from singer_rec.data.raw import RawFilesDataset
+from singer_rec.datasets.raw_files import RawFilesDataset
 from singer_rec.data.sources import DataFormatError
 from singer_rec.datasets.parquet import ListParquetDataset
 from singer_rec.pipelines.ingest import create_pipeline as ingest_pipeline

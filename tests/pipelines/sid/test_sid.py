@@ -12,7 +12,7 @@ from kedro.runner import SequentialRunner
 from singer_rec.pipelines.sid.nodes import build_semantic_ids
 from singer_rec.pipelines.sid.pipeline import create_pipeline
 from singer_rec.sid.encoders import build_item_texts, encode_texts
-from singer_rec.sid_format import format_sid, parse_sid
+from singer_rec.sid.tokens import format_sid, parse_sid
 
 ROOT = Path(__file__).resolve().parents[3]
 

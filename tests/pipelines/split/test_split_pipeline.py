@@ -10,7 +10,7 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
 from conftest import PROJECT_ROOT
-from singer_rec.data.raw import RawFilesDataset
+from singer_rec.datasets.raw_files import RawFilesDataset
 from singer_rec.datasets.parquet import ListParquetDataset
 from singer_rec.pipelines.ingest import create_pipeline as ingest_pipeline
 from singer_rec.pipelines.split import create_pipeline as split_pipeline

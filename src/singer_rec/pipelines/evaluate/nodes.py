@@ -16,7 +16,7 @@ from singer_rec.metrics import DEFAULT_KS, hit_rank, ranking_metrics
 from singer_rec.modeling import read_meta, training_seconds
 from singer_rec.params import from_params, rule
 from singer_rec.recommend import SidRecommender
-from singer_rec.sid_format import sid_tokens
+from singer_rec.sid.tokens import sid_tokens
 from singer_rec.training import common
 
 logger = logging.getLogger(__name__)

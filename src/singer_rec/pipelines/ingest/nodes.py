@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 
 from singer_rec.data import registry
-from singer_rec.data.raw import RawSource
+from singer_rec.data.registry import RawSource
 from singer_rec.params import from_params, rule
 
 

@@ -10,7 +10,7 @@ import pandas as pd
 
 from singer_rec.sid.rq_kmeans import RQResult, balanced_rq_kmeans, balanced_sizes, dedupe_suffixes
 from singer_rec.params import from_params, rule
-from singer_rec.sid_format import format_sid
+from singer_rec.sid.tokens import format_sid
 
 logger = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from singer_rec import sid_format
+from singer_rec.sid.tokens import sid_tokens
 from singer_rec.modeling import sid_token_ids
 from singer_rec.prompts import render_for_model
 from singer_rec.training.rl.settings import RL_ALIGNMENT, RLSettings
@@ -28,7 +28,7 @@ class Dictionary:
 
 def sid_ids(tokenizer, sid: str) -> tuple[int, ...]:
     """A SID's token ids (each SID token is one token of the model's tokenizer)."""
-    return tuple(sid_token_ids(tokenizer, sid_format.sid_tokens(sid)))
+    return tuple(sid_token_ids(tokenizer, sid_tokens(sid)))
 
 
 def title_token_ids(tokenizer, title: str) -> tuple[int, ...]:

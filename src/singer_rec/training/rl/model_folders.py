@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from singer_rec import sid_format
+from singer_rec.sid.tokens import sid_tokens
 
 def build_base_model_folder(model_cfg: Mapping[str, Any], items, item_sids, templates: Mapping[str, Any],
                             seed: int, folder: Path) -> Path:
@@ -50,7 +50,7 @@ def retarget_model_folder(source: Path, items, item_sids, folder: Path) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(str(source), local_files_only=True)
     sid_map = dict(zip(item_sids["item_id"].astype(str), item_sids["sid"].astype(str)))
     vocab = tokenizer.get_vocab()
-    missing = sorted({t for sid in sid_map.values() for t in sid_format.sid_tokens(sid)} - set(vocab))
+    missing = sorted({t for sid in sid_map.values() for t in sid_tokens(sid)} - set(vocab))
     if missing:
         raise ValueError(f"model {source} lacks {len(missing)} SID token(s) of the new catalog (e.g. {missing[:5]}): "
                          "the two domains need the same codebook shape")

@@ -1,7 +1,7 @@
 """The raw files of one source as a Kedro dataset (``raw_files``), so lineage starts at the files.
 
     raw_files:
-      type: singer_rec.data.raw.RawFilesDataset
+      type: singer_rec.datasets.raw_files.RawFilesDataset
       source: ${globals:source}
       dataset: ${globals:dataset}
       root: ${runtime_params:raw_root, ${globals:raw_root}}
