@@ -131,7 +131,7 @@ def test_cpu_budget_is_one_run_config_flag_with_nested_params():
 
 @pytest.mark.parametrize("env", ["local", *REAL_ENVS])
 def test_every_environment_passes_parameter_validation(env):
-    assert set(validate_run_parameters(_parameters(env))) == {"ingest", "split", "embed", "sid", "prompts", "evaluate",
+    assert set(validate_run_parameters(_parameters(env))) == {"ingest", "split", "embed", "sid", "prompts", "evaluate", "serving",
                                                                "sft", "rl", "sdpo", "baselines", "llm_baselines"}
 
 

@@ -29,6 +29,7 @@ PARAMETER_SCHEMAS: dict[str, str] = {
     "sid": "singer_rec.pipelines.sid.nodes:SidParams",
     "prompts": "singer_rec.pipelines.prompts.nodes:PromptsParams",
     "evaluate": "singer_rec.pipelines.evaluate.nodes:EvaluateParams",
+    "serving": "singer_rec.pipelines.evaluate.nodes:ServingParams",
     "sft": "singer_rec.pipelines.sft.nodes:SFTParams",
     "rl": "singer_rec.pipelines.rl.nodes:RLParams",
     "sdpo": "singer_rec.pipelines.sdpo.nodes:SDPOParams",

@@ -19,6 +19,8 @@ from singer_rec.pipelines.evaluate.nodes import evaluate_config, evaluate_test, 
 
 PARAMS = {"num_beams": 12, "ks": [3, 5, 10], "batch_size": 4, "autocast": "off", "device": "cpu",
           "template_index": 0, "history_length": 10, "max_rows": None, "valid_max_rows": 4}
+SERVING = {"enabled": True, "register_as": {"sft": "singer-rec-sft", "rl": "singer-rec"}, "max_batch": 64,
+           "default_k": 10, "device": "cpu"}
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +39,8 @@ def _catalog(tmp_path, folder) -> DataCatalog:
 
     catalog = DataCatalog.from_config({name: moved(entry) for name, entry in conf.items()})
     for name, value in {"sft_model": folder, "rl_model": folder, "test_sequences": TEST_SEQUENCES,
-                        "valid_sequences": VALID_SEQUENCES, "params:evaluate": PARAMS}.items():
+                        "valid_sequences": VALID_SEQUENCES, "params:evaluate": PARAMS,
+                        "params:serving": SERVING}.items():
         catalog[name] = MemoryDataset(value)
     return catalog
 
@@ -53,8 +56,10 @@ def _expected_metrics(ranks: list[int]) -> dict:
 def test_registered_pipeline_has_both_namespaces():
     pipe = create_pipeline()
     assert {n.name for n in pipe.nodes} == {f"{ns}.{n}" for ns in ("sft", "rl")
-                                           for n in ("evaluate_test", "evaluate_valid", "evaluation_report")}
-    assert pipe.inputs() == {"sft_model", "rl_model", "test_sequences", "valid_sequences", "params:evaluate"}
+                                           for n in ("evaluate_test", "evaluate_valid", "evaluation_report",
+                                                     "log_serving_model")}
+    assert pipe.inputs() == {"sft_model", "rl_model", "test_sequences", "valid_sequences", "params:evaluate",
+                             "params:serving"}
     assert {"sft.test_metrics", "rl.test_metrics", "sft.test_predictions", "rl.test_predictions"} <= pipe.all_outputs()
     assert all("eval" in n.tags for n in pipe.nodes if "evaluate_" in n.name)
 

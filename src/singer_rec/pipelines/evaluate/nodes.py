@@ -211,3 +211,63 @@ def build_report(model_folder: Path, test_sequences: pd.DataFrame, test_predicti
                             "leading SID levels equal to the target's (all = exact item)", "share of test rows",
                             labels=[f"{s:.1%}" for s in depth["share"]])
     return markdown, hit_fig, length_fig, depth_fig
+
+
+# -- serving -----------------------------------------------------------------------------------------
+
+@dataclass
+class ServingParams:
+    """``params:serving``: each evaluated model logged as an MLflow pyfunc model and registered (docs/serving.md)."""
+
+    enabled: bool = True
+    register_as: dict[str, str | None] = field(default_factory=lambda: {"sft": "singer-rec-sft", "rl": "singer-rec"})
+    max_batch: int = field(default=64, metadata=rule(ge=1))   # requests per call; more is a 400
+    default_k: int = field(default=10, metadata=rule(ge=1))   # k of a request that gives none
+    device: str = "cpu"                                      # where the served model decodes: auto | cpu | cuda | cuda:N
+
+    def check(self, where: str) -> None:
+        common.check_device_name(self.device, f"{where}.device")
+
+
+def serving_config(params: dict[str, Any] | ServingParams) -> ServingParams:
+    return from_params(ServingParams, params, "serving")
+
+
+def log_serving_model(model_name: str, model_folder: Path, test_metrics: dict | None, evaluate: dict[str, Any],
+                      serving: dict[str, Any]) -> None:
+    """Log the model folder as a pyfunc model in this node's MLflow run and register it as
+    ``serving.register_as[<model_name>]`` (null: logged, not registered). The served model decodes
+    like the evaluation (``evaluate``'s beam width, template and history length). A no-op with a
+    log line when MLflow tracking is off or ``serving.enabled`` is false; a store that fails is
+    reported once and never fails the node. ``test_metrics`` only orders it after the test evaluation."""
+    config, decoding = serving_config(serving), evaluate_config(evaluate)
+    run_id = tracking.active_run_id()
+    if not config.enabled or run_id is None:
+        logger.info("serving model %s not logged: %s", model_name,
+                    "serving.enabled is false" if not config.enabled else "no MLflow run (tracking is disabled)")
+        return
+    if config.default_k > decoding.num_beams:
+        raise ValueError(f"serving.default_k={config.default_k} exceeds evaluate.num_beams={decoding.num_beams} "
+                         "(the served model's beam width)")
+    import mlflow
+
+    from singer_rec.serving.publish import log_recommender
+
+    registered = config.register_as.get(model_name)
+    model_config = {"device": config.device, "num_beams": decoding.num_beams, "default_k": config.default_k,
+                    "max_batch": config.max_batch, "batch_size": decoding.batch_size,
+                    "template_index": decoding.template_index, "history_length": decoding.history_length}
+    started = time.perf_counter()
+
+    def log() -> Any:
+        active = mlflow.active_run()
+        if active is not None and active.info.run_id == run_id:
+            return log_recommender(model_folder, model_name, registered, model_config)
+        with mlflow.start_run(run_id=run_id):
+            return log_recommender(model_folder, model_name, registered, model_config)
+
+    info = tracking.guarded(run_id, f"logging the serving model {model_name}", log)
+    if info is not None:
+        version = f" as {registered} version {info.registered_model_version}" if registered else ""
+        logger.info("serving model %s logged%s in %.1f s (%s)", model_name, version, time.perf_counter() - started,
+                    info.model_uri)

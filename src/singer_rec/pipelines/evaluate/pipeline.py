@@ -1,7 +1,10 @@
 """Two namespaced copies of one evaluation pipeline: ``sft`` (on ``sft_model``) and ``rl`` (on ``rl_model``).
 
-Run one with ``kedro run --pipelines=evaluate --namespaces=sft``.
+Run one with ``kedro run --pipelines=evaluate --namespaces=sft``. After its test evaluation each
+copy logs its model as an MLflow pyfunc model and registers it (``log_serving_model``, docs/serving.md).
 """
+from functools import partial, update_wrapper
+
 from kedro.pipeline import Node, Pipeline, pipeline
 
 from singer_rec.pipelines.evaluate import nodes
@@ -25,13 +28,20 @@ def evaluation_pipeline() -> Pipeline:
     )
 
 
+def serving_pipeline(name: str) -> Pipeline:
+    """Log and register the model folder of namespace ``name`` (after its test evaluation)."""
+    log = update_wrapper(partial(nodes.log_serving_model, name), nodes.log_serving_model)
+    return Pipeline([Node(log, ["model_folder", "test_metrics", "params:evaluate", "params:serving"], None,
+                          name="log_serving_model", tags=["evaluate", "eval", "serving"])])
+
+
 def create_pipeline(**kwargs) -> Pipeline:
     return sum(
         (
-            pipeline(evaluation_pipeline(), namespace=name,
+            pipeline(evaluation_pipeline() + serving_pipeline(name), namespace=name,
                      inputs={"model_folder": model, "test_sequences": "test_sequences",
                              "valid_sequences": "valid_sequences"},
-                     parameters={"params:evaluate": "params:evaluate"})
+                     parameters={"params:evaluate": "params:evaluate", "params:serving": "params:serving"})
             for name, model in MODELS.items()
         ),
         Pipeline([]),
