@@ -262,7 +262,7 @@ def test_rl_direction_probe_control_rows_never_touch_the_ranked_rows():
     """The probe's valid control fits rows that the valid ranking (SFT's seeded sample) never ranks."""
     import pandas as pd
 
-    from singer_rec.training.sft import seeded_sample
+    from singer_rec.training.validation import seeded_sample
 
     probe = _quality_script("rl_direction_probe")
     frame = pd.DataFrame({"row": range(50)})

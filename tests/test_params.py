@@ -1,10 +1,10 @@
 """singer_rec.params.from_params: renamed keys fail with their new name."""
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import pytest
 
-from singer_rec.params import from_params
+from singer_rec.params import check_fields, from_params, nested_defaults, rule
 
 
 @dataclass
@@ -41,3 +41,33 @@ def test_the_stage_settings_name_their_renamed_keys():
         RLSettings.from_dict({"inner_updates": 2})
     assert RLSettings.from_dict({"num_generations": 8, "epsilon": 0.3, "num_iterations": 2}) == RLSettings(
         num_generations=8, epsilon=0.3, num_iterations=2)
+
+
+@dataclass
+class Grid:
+    INTERNAL_FIELDS: ClassVar[tuple[str, ...]] = ("seed",)
+    rates: list[float] = field(default_factory=lambda: [1e-3], metadata=rule(min_items=1))
+    extra: dict[str, Any] = field(default_factory=dict)
+    seed: int = 42
+
+
+def test_internal_fields_are_no_keys_and_lists_can_require_entries():
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['g\.seed'\]; allowed keys of g: \['extra', 'rates'\]"):
+        from_params(Grid, {"seed": 1}, "g")
+    with pytest.raises(ValueError, match=r"^g\.rates must list at least 1 value\(s\), got \[\]$"):
+        from_params(Grid, {"rates": []}, "g")
+    assert from_params(Grid, {"extra": {"max_rows": None}}, "g").extra == {"max_rows": None}  # Any takes null
+
+
+def test_check_fields_runs_the_rules_of_a_directly_built_instance():
+    assert check_fields(Grid(rates=[0.1]), "g") == Grid(rates=[0.1])
+    with pytest.raises(ValueError, match=r"^g\.rates must list at least 1 value\(s\)"):
+        check_fields(Grid(rates=[]), "g")
+
+
+def test_nested_defaults_fill_only_what_the_block_leaves_out():
+    assert nested_defaults({"settings": {"beta": 0.2}}, "settings", seed=3) == {"settings": {"beta": 0.2, "seed": 3}}
+    assert nested_defaults({"settings": {"seed": 5}}, "settings", seed=3) == {"settings": {"seed": 5}}
+    assert nested_defaults({"work_dir": "w", "settings": None}, "settings", seed=3) == {"work_dir": "w", "settings": {"seed": 3}}
+    built = Grid()
+    assert nested_defaults(built, "settings", seed=3) is built

@@ -132,7 +132,8 @@ def test_cpu_budget_is_one_run_config_flag_with_nested_params():
 @pytest.mark.parametrize("env", ["local", *REAL_ENVS])
 def test_every_environment_passes_parameter_validation(env):
     assert set(validate_run_parameters(_parameters(env))) == {"ingest", "split", "embed", "sid", "prompts", "evaluate", "serving",
-                                                               "sft", "rl", "sdpo", "baselines", "llm_baselines"}
+                                                               "sft", "rl", "sdpo", "baselines", "llm_baselines",
+                                                               "report", "ablations", "unseen_domain"}
 
 
 @pytest.mark.parametrize("override,message", [
@@ -162,13 +163,19 @@ def test_every_environment_passes_parameter_validation(env):
     ({"rl": {"settings": {"clip_eps": 0.2}}}, r"^rl\.settings\.clip_eps was renamed to epsilon$"),
     ({"sft": {"model": {"scratch": {"hidden": 64}}}}, r"unknown model\.scratch key\(s\) \['hidden'\]"),
     ({"sft": {"epochs": 3}}, r"unknown parameter\(s\) \['sft\.epochs'\]; allowed keys of sft"),
-    ({"rl": {"settings": {"num_generations": 1}}}, r"rl\.settings: rl num_generations \(k\) must be >= 2"),
+    ({"rl": {"settings": {"num_generations": 1}}}, r"rl\.settings\.num_generations must be >= 2, got 1"),
+    ({"rl": {"settings": {"select": "valid"}}}, r"rl\.settings: select: valid needs valid_every >= 1"),
     ({"rl": {"settings": {"lr": 1e-5}}}, r"unknown parameter\(s\) \['rl\.settings\.lr'\]; allowed keys of rl\.settings: \["),
-    ({"rl": {"start_from": "scratch"}}, r"rl\.start_from 'scratch'; allowed: \['sft', 'base'\]"),
+    ({"rl": {"start_from": "scratch"}}, r"rl\.start_from must be one of \['sft', 'base'\], got 'scratch'"),
     ({"rl": {"settings": {"num_threads": 0}}}, r"rl\.settings\.num_threads must be >= 1, got 0"),
     ({"baselines": {"training": {"los": "ce"}}}, r"unknown parameter\(s\) \['baselines\.training\.los'\]"),
     ({"baselines": {"sasrec": {"model": {"layers": 2}}}}, r"\['baselines\.sasrec\.model\.layers'\]; allowed keys of baselines\.sasrec\.model: \["),
-    ({"baselines": {"caser": {"training": {"positions": "first"}}}}, r"baselines\.caser\.training: positions must be 'all' or 'last'"),
+    ({"baselines": {"caser": {"training": {"positions": "first"}}}},
+     r"baselines\.caser\.training\.positions must be one of \['all', 'last'\], got 'first'"),
+    ({"baselines": {"training": {"learning_rates": []}}}, r"baselines\.training\.learning_rates must list at least 1"),
+    ({"baselines": {"training": {"seed": 3}}}, r"unknown parameter\(s\) \['baselines\.training\.seed'\]"),
+    ({"baselines": {"tiger": {"max_history": 3}}}, r"unknown parameter\(s\) \['baselines\.tiger\.max_history'\]"),
+    ({"baselines": {"tiger": {"select_metric": "MRR"}}}, r"baselines\.tiger\.select_metric must be one of \['loss'"),
     ({"baselines": {"tiger": {"patiense": 3}}}, r"\['baselines\.tiger\.patiense'\]"),
 ])
 def test_a_bad_parameter_is_named_with_what_is_allowed(override, message):

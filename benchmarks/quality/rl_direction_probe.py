@@ -48,7 +48,8 @@ from singer_rec.training.rl.loop import epoch_order
 from singer_rec.training import common
 from singer_rec.training.rl.rollouts import amp_dtype, has_zero_advantage, rollout
 from singer_rec.training.rl.settings import RL_ALIGNMENT, RLSettings, validate_settings
-from singer_rec.training.sft import RankingValidation, SFTSettings, seeded_sample
+from singer_rec.training.sft import SFTSettings
+from singer_rec.training.validation import RankingValidation, seeded_sample
 
 
 def flat_grad(params) -> torch.Tensor:

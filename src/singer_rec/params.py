@@ -10,8 +10,10 @@ allowed ones), wrong types and out-of-range values, each error naming the full d
 Nested dataclass fields are built recursively. A class may add cross-field checks in a
 ``check(self, where)`` method, and list keys it no longer has in a ``RENAMED_KEYS`` class
 attribute (old name -> new name): an old key then fails with "sft.train.lr was renamed to
-learning_rate". Which block has which class is the project's business, not this module's: the pipeline registry
-names them (``PARAMETER_SCHEMAS``) and checks a run's blocks before any node reads data.
+learning_rate". Fields the code sets itself (e.g. the global seed) are named in an
+``INTERNAL_FIELDS`` class attribute: a block that sets one fails as with an unknown key. Which
+block has which class is the project's business, not this module's: the pipeline registry names
+them (``PARAMETER_SCHEMAS``) and checks a run's blocks before any node reads data.
 """
 from __future__ import annotations
 
@@ -24,10 +26,11 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 def rule(*, ge: float | None = None, gt: float | None = None, le: float | None = None,
-         lt: float | None = None, choices: tuple | None = None) -> dict[str, Any]:
-    """Field metadata: bounds (``ge``/``gt``/``le``/``lt``) and allowed ``choices``."""
-    return {key: value for key, value in
-            {"ge": ge, "gt": gt, "le": le, "lt": lt, "choices": choices}.items() if value is not None}
+         lt: float | None = None, choices: tuple | None = None, min_items: int | None = None) -> dict[str, Any]:
+    """Field metadata: bounds (``ge``/``gt``/``le``/``lt``), allowed ``choices``, and for a list its
+    fewest entries (``min_items``)."""
+    return {key: value for key, value in {"ge": ge, "gt": gt, "le": le, "lt": lt, "choices": choices,
+                                          "min_items": min_items}.items() if value is not None}
 
 
 def _type_name(kind: Any) -> str:
@@ -56,6 +59,8 @@ def _convert(value: Any, kind: Any, where: str) -> Any:
                 errors.append(str(error))
         raise ValueError(errors[0] if len(errors) == 1 else f"{where}: {value!r} matches none of "
                          f"{[_type_name(m) for m in members]}")
+    if kind is Any:  # anything, null included (e.g. the values of an overrides mapping)
+        return value
     if value is None:
         raise ValueError(f"{where} must not be null (expected {_type_name(kind)})")
     if dataclasses.is_dataclass(kind):
@@ -71,8 +76,6 @@ def _convert(value: Any, kind: Any, where: str) -> Any:
             raise ValueError(f"{where} must be a mapping, got {value!r}")
         _, element = typing.get_args(kind) or (str, Any)
         return {str(k): _convert(v, element, f"{where}.{k}") for k, v in value.items()}
-    if kind is Any:
-        return value
     if kind is bool:
         if not isinstance(value, bool):
             raise ValueError(f"{where} must be true or false, got {value!r}")
@@ -95,6 +98,8 @@ def _convert(value: Any, kind: Any, where: str) -> Any:
 def _check_rule(value: Any, metadata: Mapping[str, Any], where: str) -> None:
     if value is None:
         return
+    if "min_items" in metadata and len(value) < metadata["min_items"]:
+        raise ValueError(f"{where} must list at least {metadata['min_items']} value(s), got {value!r}")
     choices = metadata.get("choices")
     if choices is not None and value not in choices:
         raise ValueError(f"{where} must be one of {list(choices)}, got {value!r}")
@@ -102,6 +107,26 @@ def _check_rule(value: Any, metadata: Mapping[str, Any], where: str) -> None:
                              ("le", lambda v, b: v <= b, "<="), ("lt", lambda v, b: v < b, "<")):
         if key in metadata and not test(value, metadata[key]):
             raise ValueError(f"{where} must be {words} {metadata[key]}, got {value!r}")
+
+
+def check_fields(instance: Any, where: str) -> Any:
+    """The field rules and the ``check`` of a dataclass built directly (``from_params`` runs them as it
+    builds); returns ``instance``."""
+    for spec in dataclasses.fields(instance):
+        _check_rule(getattr(instance, spec.name), spec.metadata, f"{where}.{spec.name}")
+    check = getattr(instance, "check", None)
+    if callable(check):
+        check(where)
+    return instance
+
+
+def nested_defaults(values: Any, key: str, **defaults: Any) -> Any:
+    """A block's mapping with ``defaults`` under its ``key`` block where that block leaves them out
+    (e.g. the global seed of ``rl.settings``); a block built already is returned as it is."""
+    values = {} if values is None else values
+    if not isinstance(values, Mapping) or not isinstance(values.get(key), Mapping | None):
+        return values  # built already: its fields are explicit
+    return {**values, key: {**defaults, **(values.get(key) or {})}}
 
 
 def from_params(cls: type[T], values: Mapping[str, Any] | None, where: str) -> T:
@@ -113,7 +138,8 @@ def from_params(cls: type[T], values: Mapping[str, Any] | None, where: str) -> T
     if not isinstance(values, Mapping):
         raise ValueError(f"{where} must be a mapping of parameters, got {values!r}")
     hints = typing.get_type_hints(cls)
-    known = {f.name: f for f in dataclasses.fields(cls)}
+    internal = getattr(cls, "INTERNAL_FIELDS", ())
+    known = {f.name: f for f in dataclasses.fields(cls) if f.name not in internal}
     renamed = getattr(cls, "RENAMED_KEYS", {})
     old_names = sorted(str(k) for k in values if k in renamed and k not in known)
     if old_names:

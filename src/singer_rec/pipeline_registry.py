@@ -35,6 +35,9 @@ PARAMETER_SCHEMAS: dict[str, str] = {
     "sdpo": "singer_rec.pipelines.sdpo.nodes:SDPOParams",
     "baselines": "singer_rec.pipelines.baselines.nodes:BaselinesParams",
     "llm_baselines": "singer_rec.pipelines.llm_baselines.nodes:LLMBaselinesParams",
+    "report": "singer_rec.pipelines.report.nodes:ReportParams",
+    "ablations": "singer_rec.pipelines.ablations.nodes:AblationsParams",
+    "unseen_domain": "singer_rec.pipelines.ablations.nodes:UnseenDomainParams",
 }
 
 

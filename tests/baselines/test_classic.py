@@ -130,7 +130,7 @@ def test_time_budget_stops_the_grid_after_the_first_point(toy):
 
 
 def test_config_rejects_unknown_choices():
-    with pytest.raises(ValueError, match="loss must be 'bce' or 'ce'"):
+    with pytest.raises(ValueError, match=r"training\.loss must be one of \['bce', 'ce'\], got 'bpr'"):
         TrainConfig(loss="bpr")
     with pytest.raises(ValueError, match="unknown baseline model 'bert4rec'"):
         build_model("bert4rec", 5)

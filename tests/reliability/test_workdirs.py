@@ -13,7 +13,8 @@ from kedro.config import OmegaConfigLoader
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
-from singer_rec.training.workdirs import clean_finished_runs, run_fingerprint, taken_runs
+from singer_rec.training import workdirs
+from singer_rec.training.workdirs import RunFolder, clean_finished_runs, run_fingerprint, taken_runs
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "training"))
@@ -69,6 +70,34 @@ def test_only_finished_runs_whose_model_was_taken_are_cleaned_newest_kept(tmp_pa
 def test_keep_must_be_a_non_negative_integer(tmp_path, keep):
     with pytest.raises(ValueError, match=r"keep_finished_runs must be an integer >= 0, got "):
         clean_finished_runs(tmp_path, keep=keep)
+
+
+def test_a_run_folder_is_reset_unless_resuming_cleans_the_others_and_keeps_only_its_model(tmp_path, monkeypatch):
+    work, frames = tmp_path / "work", {"rows": pd.DataFrame({"a": [1, 2]})}
+    taken = make_run(work, "a" * 16, result=True, model=False)
+    folder = RunFolder.prepare(work, {"lr": 1.0}, frames, resume=True, keep_finished_runs=0)
+    assert folder.path == work / run_fingerprint({"lr": 1.0}, frames) and not taken.exists()
+    (folder.path / "checkpoints" / "step-00000001").mkdir(parents=True)
+    assert RunFolder.prepare(work, {"lr": 1.0}, frames, resume=True, keep_finished_runs=0) == folder
+    assert (folder.path / "checkpoints").is_dir()  # resumed: kept
+    RunFolder.prepare(work, {"lr": 1.0}, frames, resume=False, keep_finished_runs=0)
+    assert not folder.path.exists()  # not resumed: started afresh
+
+    paths = folder.write_inputs(frames)
+    assert paths == {"rows": str((folder.path / "inputs" / "rows.parquet").resolve())}
+    assert pd.read_parquet(paths["rows"]).equals(frames["rows"])
+    outputs = folder.outputs("output_dir")
+    assert outputs["output_dir"] == str((folder.path / "model").resolve())
+
+    def training(entry_point, config, num_processes, rendezvous=None):
+        for name in ("output_dir", "checkpoint_dir"):
+            Path(config[name]).mkdir(parents=True)
+        Path(config["result_path"]).write_text("{}")
+        return {"loss": 0.5}
+
+    monkeypatch.setattr(workdirs, "run_training", training)
+    assert folder.run("entry", {**outputs}, 1, None) == {"loss": 0.5}
+    assert sorted(p.name for p in folder.path.iterdir()) == ["model", "result.json"]
 
 
 def _sft_catalog(tmp_path: Path, params: dict, data_seed: int) -> DataCatalog:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from singer_rec import modeling
-from singer_rec.rl.sdpo import sample_negatives, sdpo_loss
+from singer_rec.baselines.sdpo_loss import sample_negatives, sdpo_loss
 from singer_rec.training import sdpo as trainer
 from tiny_world import build, write
 

@@ -14,7 +14,7 @@ from tiny_catalog import tiny_config, tiny_tables  # noqa: E402
 
 from singer_rec import modeling  # noqa: E402
 from singer_rec.prompts import render_for_model  # noqa: E402
-from singer_rec.training import common, sft  # noqa: E402
+from singer_rec.training import common, sft, validation  # noqa: E402
 from singer_rec.training.launch import TrainingProcessError, run_training  # noqa: E402
 
 
@@ -82,11 +82,11 @@ def test_valid_ranking_with_no_sid_answer_is_none_or_an_error_naming_file_and_ne
     rows = pd.DataFrame({"prompt": ["What is <a_1><b_0>?"], "answer": ["Widget deluxe"]})
     sid_map = {"item-1": "<a_0><b_1>"}
     args = (tokenizer, sid_map, rows, None, 4, 64, 0, len(tokenizer))
-    assert sft.RankingValidation.build(*args) is None
+    assert validation.RankingValidation.build(*args) is None
     with pytest.raises(ValueError, match=r"^valid\.parquet: no valid row answers with an item's SID: nothing to rank$"):
-        sft.RankingValidation.build(*args, needed_for="nothing to rank", source="valid.parquet")
-    ranking = sft.RankingValidation.build(tokenizer, sid_map, rows.assign(answer=["<a_0><b_1>"]), None, 4, 64, 0,
-                                          len(tokenizer), needed_for="nothing to rank")
+        validation.RankingValidation.build(*args, needed_for="nothing to rank", source="valid.parquet")
+    ranking = validation.RankingValidation.build(tokenizer, sid_map, rows.assign(answer=["<a_0><b_1>"]), None, 4, 64, 0,
+                                                 len(tokenizer), needed_for="nothing to rank")
     assert ranking.targets == [0] and ranking.num_beams == 1
 
 
@@ -98,7 +98,7 @@ def test_valid_ranking_equals_exhaustive_scoring_of_every_item(tmp_path):
     result = sft.train(tiny_config(tmp_path, epochs=3, patience=5))
     model, tok, meta = modeling.load_model_folder(result["model_dir"])
     valid = pd.read_parquet(tiny_config(tmp_path / "again")["valid_path"])
-    ranking = sft.RankingValidation.build(tok, meta["sid_map"], valid, None, 20, 128, 0, len(tok))
+    ranking = validation.RankingValidation.build(tok, meta["sid_map"], valid, None, 20, 128, 0, len(tok))
     assert ranking.num_beams == 16 and len(ranking.prompts) == len(valid) == 48
     got = ranking.evaluate(model, common.Dist(), 8, None)
 
@@ -202,7 +202,7 @@ def test_unknown_preset_fails_in_the_child_with_a_clear_message(tmp_path):
     ({"learning_rate": -1e-4}, r"sft.train.learning_rate must be > 0, got -0.0001"),
     ({"patience": "3"}, r"sft.train.patience must be an integer, got '3'"),
     ({"batch_size": 0}, r"sft.train.batch_size must be >= 1, got 0"),
-    ({"select_metric": "MRR"}, r"sft.train.select_metric 'MRR'; allowed: \['loss', 'HR@3'"),
+    ({"select_metric": "MRR"}, r"sft.train.select_metric must be one of \['loss', 'HR@3'.*\], got 'MRR'"),
     ({"valid_num_beams": 5}, r"valid_num_beams must be >= 10"),
     ({"epochs": None}, r"sft.train.epochs must not be null"),
 ])

@@ -20,7 +20,8 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import pandas as pd
 import torch
@@ -28,7 +29,8 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from singer_rec import tracking
-from singer_rec.metrics import DEFAULT_KS, ranking_metrics
+from singer_rec.metrics import DEFAULT_KS, SELECTION_METRICS, ranking_metrics
+from singer_rec.params import rule
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +88,9 @@ class SidVocabulary:
 
 @dataclass
 class TigerConfig:
+    """The TIGER-style baseline (``baselines.tiger``; ``max_history`` is ``baselines.max_history``)."""
+
+    INTERNAL_FIELDS: ClassVar[tuple[str, ...]] = ("seed", "max_history")  # set by the node
     hidden_size: int = 128
     num_layers: int = 2
     num_heads: int = 4
@@ -96,7 +101,8 @@ class TigerConfig:
     batch_size: int = 256
     max_epochs: int = 60
     patience: int = 8                  # epochs without a better select_metric
-    select_metric: str = "NDCG@10"     # loss | HR@K | NDCG@K of the valid ranking
+    # loss | HR@K | NDCG@K of the valid ranking
+    select_metric: str = field(default="NDCG@10", metadata=rule(choices=SELECTION_METRICS))
     valid_rows: int | None = 1000      # valid rows ranked after each epoch (null: all)
     num_beams: int = 10
     decode_batch_size: int = 64
@@ -161,7 +167,7 @@ def train_tiger(vocab: SidVocabulary, train: pd.DataFrame, valid: pd.DataFrame, 
     Returns (model at its best epoch, info with the best epoch, its valid loss and metric, and the
     per-epoch valid curve).
     """
-    from singer_rec.training.sft import is_better
+    from singer_rec.training.validation import BestModelSelector
 
     train_prompts, train_answers = vocab.encode(train, config.max_history, "train_sequences")
     valid_prompts, valid_answers = vocab.encode(valid, config.max_history, "valid_sequences")
@@ -171,7 +177,8 @@ def train_tiger(vocab: SidVocabulary, train: pd.DataFrame, valid: pd.DataFrame, 
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     generator = torch.Generator().manual_seed(config.seed)
     started = time.perf_counter()
-    best, best_state, best_epoch, best_loss, stale, curve = None, None, 0, math.inf, 0, []
+    selector = BestModelSelector(config.select_metric, config.patience)
+    best_state, best_loss, curve = None, math.inf, []
     epochs = tqdm(range(1, config.max_epochs + 1), desc="tiger epochs", leave=False)
     for epoch in epochs:
         model.train()
@@ -192,19 +199,17 @@ def train_tiger(vocab: SidVocabulary, train: pd.DataFrame, valid: pd.DataFrame, 
                               **{f"tiger.valid_{k.replace('@', '_at_')}": v for k, v in ranked.items() if k != "n"}},
                              step=epoch)
         epochs.set_postfix(loss=f"{total / batches:.4f}", valid=f"{value:.4f}")
-        if is_better(config.select_metric, value, best):
-            best, best_state, best_epoch, best_loss, stale = value, copy.deepcopy(model.state_dict()), epoch, valid_loss, 0
-        else:
-            stale += 1
-            if stale >= config.patience:
-                break
+        if selector.update(epoch, value):
+            best_state, best_loss = copy.deepcopy(model.state_dict()), valid_loss
+        elif selector.should_stop:
+            break
         if time.perf_counter() - started > config.time_budget_s:
             logger.info("tiger: time budget %.0fs spent after epoch %d", config.time_budget_s, epoch)
             break
     model.load_state_dict(best_state)
     model.eval()
-    return model, {"best_epoch": best_epoch, "valid_loss": best_loss, f"valid_{config.select_metric.replace('@', '_at_')}": best,
-                   "curve": curve}
+    return model, {"best_epoch": selector.best_step, "valid_loss": best_loss,
+                   f"valid_{config.select_metric.replace('@', '_at_')}": selector.best_metric, "curve": curve}
 
 
 def recommend(model, vocab: SidVocabulary, histories: Sequence[Sequence[str]], config: TigerConfig,

@@ -13,6 +13,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -24,32 +25,32 @@ from singer_rec import tracking
 from singer_rec.baselines.models import SequentialRecommender, build_model
 from singer_rec.baselines.sequences import EncodedSequences
 from singer_rec.metrics import DEFAULT_KS, metrics_from_ranks, ranks_from_scores
+from singer_rec.params import check_fields, rule
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class TrainConfig:
-    loss: str = "bce"  # "bce" (paper: sampled negatives) or "ce" (full softmax)
+    """The training of GRU4Rec, Caser, SASRec and HSTU (``baselines.training`` and ``baselines.<model>.training``)."""
+
+    INTERNAL_FIELDS: ClassVar[tuple[str, ...]] = ("seed",)  # the global seed, set by the node
+    loss: str = field(default="bce", metadata=rule(choices=("bce", "ce")))  # bce (paper: sampled negatives) | ce (full softmax)
     num_negatives: int = 1
-    positions: str = "all"  # "all": loss at every history position; "last": only the target
+    # all: loss at every history position; last: only the target
+    positions: str = field(default="all", metadata=rule(choices=("all", "last")))
     batch_size: int = 1024
     max_epochs: int = 50
     patience: int = 3
     select_metric: str = "NDCG@10"
     eval_batch_size: int = 1024
-    learning_rates: Sequence[float] = (1e-3,)
-    weight_decays: Sequence[float] = (0.0,)
+    learning_rates: list[float] = field(default_factory=lambda: [1e-3], metadata=rule(min_items=1))
+    weight_decays: list[float] = field(default_factory=lambda: [0.0], metadata=rule(min_items=1))
     time_budget_s: float = math.inf  # for the whole grid
     seed: int = 42
 
-    def __post_init__(self):
-        if self.loss not in {"bce", "ce"}:
-            raise ValueError(f"loss must be 'bce' or 'ce', got {self.loss!r}")
-        if self.positions not in {"all", "last"}:
-            raise ValueError(f"positions must be 'all' or 'last', got {self.positions!r}")
-        if not self.learning_rates or not self.weight_decays:
-            raise ValueError("learning_rates and weight_decays must each list at least one value")
+    def __post_init__(self):  # built directly too (tests, benchmarks): the same rules
+        check_fields(self, "training")
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """S-DPO entry point: ``python -m singer_rec.training.sdpo --config FILE`` (or under torchrun).
 
-Softmax DPO (``singer_rec.rl.sdpo``) on top of the SFT model. The preference data are the
+Softmax DPO (``singer_rec.baselines.sdpo_loss``) on top of the SFT model. The preference data are the
 semantic-task rows of the SFT train set: the prompt, its target item's SID as the preferred
 answer, and ``num_negatives`` other items' SIDs, drawn uniformly at random per step (seeded), as
 the dispreferred ones. An answer's log-prob is the sum of its SID tokens' log-probs, the score
@@ -13,10 +13,11 @@ and reference agree exactly at step 0. Under torchrun each process scores its sh
 prompts (and of the valid ranking) and the gradients are summed over the processes
 (``training.rl.update.all_reduce_gradients``, as RL does).
 
-Model selection as in SFT: the valid ranking sample (``training.sft.RankingValidation``) is scored
+Model selection as in SFT: the valid ranking sample (``training.validation.RankingValidation``) is scored
 before the first step (the SFT model itself) and at every epoch end / ``eval_every`` steps; the
-best ``select_metric`` is kept, ``patience`` evaluations without a better one stop. Checkpoints
-(``training.common``) every ``checkpoint_every`` steps and at every evaluation; a rerun resumes.
+best ``select_metric`` is kept, ``patience`` evaluations without a better one stop
+(``BestModelSelector``). Checkpoints (``training.checkpoints``) every ``checkpoint_every`` steps
+and at every evaluation; a rerun resumes.
 
 Config: the process keys (model_path, train_path, valid_path, output_dir, checkpoint_dir,
 result_path) plus the fields of :class:`SDPOSettings`.
@@ -26,7 +27,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shutil
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -42,10 +42,11 @@ from singer_rec.sid.tokens import sid_tokens
 from singer_rec.params import from_params, rule
 from singer_rec.prompts import render_for_model
 from singer_rec.rl.grpo import completion_logprobs
-from singer_rec.rl.sdpo import sample_negatives, sdpo_loss
-from singer_rec.training import common
+from singer_rec.baselines.sdpo_loss import sample_negatives, sdpo_loss
+from singer_rec.training import checkpoints, common
 from singer_rec.training.rl.update import all_reduce_gradients
-from singer_rec.training.sft import SELECT_METRICS, RankingValidation, is_better
+from singer_rec.metrics import SELECTION_METRICS
+from singer_rec.training.validation import BestModelSelector, RankingValidation
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class SDPOSettings:
     max_train_samples: int | None = field(default=None, metadata=rule(ge=1))  # seeded sample of the prompts
     tasks: list[str] = field(default_factory=lambda: ["semantic"])   # SFT tasks whose rows become preferences
     max_length: int = field(default=256, metadata=rule(ge=8))        # prompt tokens kept = max_length - SID length
-    select_metric: str = field(default="NDCG@10", metadata=rule(choices=SELECT_METRICS[1:]))
+    select_metric: str = field(default="NDCG@10", metadata=rule(choices=SELECTION_METRICS[1:]))
     valid_ranking_rows: int | None = field(default=256, metadata=rule(ge=1))
     valid_num_beams: int = field(default=20, metadata=rule(ge=10))
     eval_every: int | None = field(default=None, metadata=rule(ge=1))  # also evaluate every N steps
@@ -217,12 +218,13 @@ def train(cfg: Mapping[str, Any]) -> dict[str, Any]:
     optimizer, scheduler = common.optimizer_and_schedule(policy, settings.learning_rate, settings.weight_decay,
                                                          total_steps, int(settings.warmup_ratio * total_steps))
 
-    state = {"best_metric": None, "best_step": None, "bad_evals": 0, "stopped_early": False,
-             "history": [], "valid_curve": [], "train_seconds": 0.0}
+    selector = BestModelSelector(settings.select_metric, settings.patience)
+    state = {**selector.state_dict(), "history": [], "valid_curve": [], "train_seconds": 0.0}
     step, resumed_from = 0, None
     if (last := common.latest_checkpoint(ckpt_dir)) is not None:
         restored = common.load_checkpoint(last, policy, optimizer, scheduler, rank=dist.rank)
         step, state, resumed_from = restored["step"], restored["trainer"], restored["step"]
+        selector.load_state_dict(state)
         logger.info("Resumed S-DPO from %s (step %d of %d)", last, step, total_steps)
 
     def evaluate_and_select() -> None:
@@ -233,28 +235,20 @@ def train(cfg: Mapping[str, Any]) -> dict[str, Any]:
         if dist.is_main:
             logger.info("step %d: valid HR@10 %.4f, NDCG@10 %.4f", step, ranked["HR@10"], ranked["NDCG@10"])
             tracking.log_metrics({f"sdpo.valid_{k.replace('@', '_at_')}": v for k, v in ranked.items()}, step=step)
-        if is_better(settings.select_metric, value, state["best_metric"]):  # the same on every rank
-            state["best_metric"], state["best_step"], state["bad_evals"] = value, step, 0
-            if dist.is_main:
-                modeling.save_model_folder(policy, tokenizer, {**meta, "sdpo": {"step": step}}, ckpt_dir / "best")
-            dist.barrier()
-        else:
-            state["bad_evals"] += 1
-            state["stopped_early"] = state["bad_evals"] >= settings.patience
+        improved = selector.update(step, value)  # the same on every rank
+        state.update(selector.state_dict())
+        if improved:
+            checkpoints.save_best_folder(dist, policy, tokenizer, {**meta, "sdpo": {"step": step}}, ckpt_dir / "best")
 
     def checkpoint() -> None:
-        rng = common.rng_states(dist)  # every rank's, gathered on all of them
-        if dist.is_main:
-            common.save_checkpoint(ckpt_dir, step, policy, optimizer, scheduler, state, keep=settings.keep_checkpoints,
-                                   rng=rng)
-        dist.barrier()
+        checkpoints.save_checkpoint(dist, ckpt_dir, step, policy, optimizer, scheduler, state, settings.keep_checkpoints)
 
     if step == 0 and not state["valid_curve"]:
         evaluate_and_select()  # the SFT model is the first candidate: S-DPO must beat it on valid
         checkpoint()
     logger.info("S-DPO: %d prompts, %d items, %d negatives, beta %g, %d steps", len(prefs.prompts),
                 len(prefs.answers), settings.num_negatives, settings.beta, total_steps)
-    while step < total_steps and not state["stopped_early"]:
+    while step < total_steps and not selector.should_stop:
         t0 = time.time()
         policy.eval()  # dropout off (the valid ranking leaves the model in train mode)
         batch = step_batch(len(prefs.prompts), settings.batch_size, step, settings.seed)
@@ -285,24 +279,16 @@ def train(cfg: Mapping[str, Any]) -> dict[str, Any]:
             checkpoint()
 
     result = {"steps": step, "total_steps": total_steps, "prompts": len(prefs.prompts),
-              "select_metric": settings.select_metric, "best_metric": state["best_metric"],
-              "best_step": state["best_step"], "stopped_early": state["stopped_early"],
+              "select_metric": settings.select_metric, "best_metric": selector.best_metric,
+              "best_step": selector.best_step, "stopped_early": selector.should_stop,
               "resumed_from_step": resumed_from, "train_seconds": state["train_seconds"],
               "final_loss": state["history"][-1]["loss"] if state["history"] else None,
               "final_accuracy": state["history"][-1]["accuracy"] if state["history"] else None,
               "valid_curve": state["valid_curve"], "history": state["history"], "wall_s": time.time() - started}
     if dist.is_main:  # the model folder and the result: rank 0 writes, the others wait
-        best = ckpt_dir / "best"
-        final_meta = modeling.read_meta(best)
-        final_meta["sdpo"] = {"settings": asdict(settings), "started_from": str(process["model_path"]),
-                              **{k: v for k, v in result.items() if k not in ("history", "valid_curve")}}
-        (best / modeling.META_FILE).write_text(json.dumps(final_meta, indent=1, ensure_ascii=False), encoding="utf-8")
-        output = Path(process["output_dir"])
-        output.parent.mkdir(parents=True, exist_ok=True)
-        staging = output.with_name(f".{output.name}.tmp")
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(best, staging)
-        modeling.replace_folder_atomically(staging, output)
+        summary = {"settings": asdict(settings), "started_from": str(process["model_path"]),
+                   **{k: v for k, v in result.items() if k not in ("history", "valid_curve")}}
+        checkpoints.publish_best(ckpt_dir / "best", Path(process["output_dir"]), lambda meta: {**meta, "sdpo": summary})
         if process.get("result_path"):
             Path(process["result_path"]).write_text(json.dumps(result, indent=1), encoding="utf-8")
     dist.barrier()

@@ -9,6 +9,9 @@ the same inputs resumes there and a rerun with changed inputs gets a new folder.
 - *finished, model in the catalog*: ``result.json`` but no ``model/`` any more, because the
   ``ModelFolderDataset`` moved it into ``data/06_models``. Only these are cleaned:
   :func:`clean_finished_runs` keeps the newest ``keep`` of them (``keep_finished_runs``).
+
+:class:`RunFolder` is the routine the nodes share: name the folder, reset it unless resuming, clean
+the other finished runs, write the process's parquet inputs, launch it, remove what it no longer needs.
 """
 from __future__ import annotations
 
@@ -17,10 +20,14 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from singer_rec.training.launch import Rendezvous, run_training
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +56,8 @@ def run_fingerprint(config: dict[str, Any], frames: dict[str, pd.DataFrame]) -> 
 
 RESULT_FILE = "result.json"
 MODEL_DIR = "model"
+CHECKPOINT_DIR = "checkpoints"
+INPUT_DIR = "inputs"
 
 
 def taken_runs(work_dir: str | os.PathLike) -> list[Path]:
@@ -77,3 +86,51 @@ def clean_finished_runs(work_dir: str | os.PathLike, keep: int, current: str | o
         logger.info("Removed %d finished run folder(s) from %s (their models are in the catalog; kept %d)",
                     len(removed), work_dir, min(keep, len(runs)))
     return removed
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """One training run's folder ``<work_dir>/<fingerprint>``: ``inputs/`` (the parquet copies the
+    training process reads), ``checkpoints/``, ``model/`` and ``result.json``."""
+
+    path: Path
+
+    @classmethod
+    def prepare(cls, work_dir: str | os.PathLike, config: dict[str, Any], frames: Mapping[str, pd.DataFrame], *,
+                resume: bool, keep_finished_runs: int) -> RunFolder:
+        """The run folder of ``config`` and ``frames`` (:func:`run_fingerprint`), emptied first unless
+        ``resume``; the other finished runs of ``work_dir`` are cleaned (:func:`clean_finished_runs`)."""
+        folder = cls(Path(work_dir) / run_fingerprint(config, dict(frames)))
+        if not resume:
+            shutil.rmtree(folder.path, ignore_errors=True)
+        clean_finished_runs(work_dir, keep_finished_runs, current=folder.path)
+        return folder
+
+    def write_inputs(self, frames: Mapping[str, pd.DataFrame]) -> dict[str, str]:
+        """Each frame as ``inputs/<name>.parquet``; their resolved paths by name."""
+        inputs = self.path / INPUT_DIR
+        inputs.mkdir(parents=True, exist_ok=True)
+        paths = {}
+        for name, frame in frames.items():
+            frame.to_parquet(inputs / f"{name}.parquet", index=False)
+            paths[name] = str((inputs / f"{name}.parquet").resolve())
+        return paths
+
+    def outputs(self, model_key: str) -> dict[str, str]:
+        """Where the process writes, resolved: the model folder (under ``model_key``), ``checkpoint_dir``
+        and ``result_path``."""
+        return {model_key: str((self.path / MODEL_DIR).resolve()),
+                "checkpoint_dir": str((self.path / CHECKPOINT_DIR).resolve()),
+                "result_path": str((self.path / RESULT_FILE).resolve())}
+
+    def run(self, entry_point: str, config: dict[str, Any], num_processes: int,
+            rendezvous: Rendezvous | None) -> dict[str, Any]:
+        """``run_training`` with ``config``, then :meth:`finish`; returns the process's result."""
+        result = run_training(entry_point, config, num_processes, rendezvous=rendezvous)
+        self.finish()
+        return result
+
+    def finish(self) -> None:
+        """The model folder is complete: its checkpoints and the input copies are no longer needed."""
+        shutil.rmtree(self.path / CHECKPOINT_DIR, ignore_errors=True)
+        shutil.rmtree(self.path / INPUT_DIR, ignore_errors=True)

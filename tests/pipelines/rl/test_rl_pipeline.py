@@ -103,7 +103,7 @@ def test_rl_ranks_valid_in_its_process_and_keeps_the_best_step(tmp_path):
     assert curves["valid_NDCG@10"] == [(p["step"], p["NDCG@10"]) for p in curve]
     assert_png(tmp_path / "out" / "training_curves.png")
     # the kept model ranks valid as the curve says of its step (same rows, same beams, same weights)
-    from singer_rec.training.sft import RankingValidation
+    from singer_rec.training.validation import RankingValidation
 
     model, tokenizer, meta = modeling.load_model_folder(catalog["rl_model"].load())
     ranking = RankingValidation.build(tokenizer, meta["sid_map"], catalog["sft_dataset_valid"].load(), 8, 10, 256,
@@ -139,7 +139,7 @@ def test_bad_configuration_fails_before_training(tmp_path):
 def test_project_conf_parses_into_valid_settings():
     loader = OmegaConfigLoader(str(PROJECT_ROOT / "conf"), base_env="base", default_run_env="base")
     params = loader["parameters"]
-    settings = check_rl_params(params["rl"], params["seed"], num_items=10_000)
+    settings = check_rl_params(params["rl"], params["seed"], num_items=10_000).settings
     assert settings.num_generations == 16 and settings.reward == "full" and settings.sampling == "beam+prefix"
     assert settings.sid_reward_decay == 0.5 and settings.beta == 0.1 and settings.epsilon == 0.2
 

@@ -4,6 +4,7 @@ these nodes only derive a variant's parameters, pick the semantic-only SFT rows,
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +12,9 @@ import pandas as pd
 
 from singer_rec import modeling
 from singer_rec.metrics import METRIC_NAMES
+from singer_rec.params import from_params
 from singer_rec.pipelines.evaluate.nodes import evaluate_test, markdown_table
-from singer_rec.pipelines.rl.nodes import check_rl_params
+from singer_rec.pipelines.rl.nodes import RLParams, check_rl_params
 from singer_rec.training.rl import retarget_model_folder
 from singer_rec.training.rl.settings import SFT_ALIGNMENT, RLSettings
 
@@ -25,6 +27,24 @@ SEMANTIC_SFT = "sft-semantic"  # the semantic-only SFT model: a row of its own w
 SETTING_COLUMNS = ("alignment", "sampling", "reward", "title_reward", "guide_depth")  # a variant without RL: the SFT model itself
 # alignment variants whose SFT stage had no alignment tasks: they start from the semantic-only SFT model
 SEMANTIC_SFT_ALIGNMENTS = tuple(name for name, in_sft in SFT_ALIGNMENT.items() if not in_sft)  # none, rl
+
+
+@dataclass
+class AblationsParams:
+    """The ``ablations`` parameter block."""
+
+    work_dir: str = "data/06_models/ablations_work"  # a run folder per variant below it
+    evaluate: dict[str, Any] = field(default_factory=dict)  # over the evaluate parameters, for every variant
+    definitions: dict[str, Any] = field(default_factory=dict)  # variant -> rl.settings overrides, or sft-only
+
+
+@dataclass
+class UnseenDomainParams:
+    """The ``unseen_domain`` parameter block: a model trained on another domain, evaluated on this one."""
+
+    model_path: str | None = None  # a model folder or a versioned root (its latest version); null: skipped
+    work_dir: str = "data/06_models/unseen_domain"
+    evaluate: dict[str, Any] = field(default_factory=dict)  # over the evaluate parameters
 
 
 def is_sft_only(overrides: Any) -> bool:
@@ -45,6 +65,7 @@ def variant_settings(names: list[str], definitions: dict[str, Any], rl_params: d
         if is_sft_only(overrides):
             resolved[name] = None
             continue
+        # as given, not typed: the rl node fills in the defaults, and the global seed unless one is set here
         settings = {**(rl_params.get("settings") or {}), **overrides}
         try:
             check_rl_params({**rl_params, "settings": settings}, seed, num_items)
@@ -54,9 +75,9 @@ def variant_settings(names: list[str], definitions: dict[str, Any], rl_params: d
     return resolved
 
 
-def variant_evaluate_params(evaluate: dict[str, Any], ablations: dict[str, Any]) -> dict[str, Any]:
+def variant_evaluate_params(evaluate: dict[str, Any], ablations: dict[str, Any] | AblationsParams) -> dict[str, Any]:
     """The evaluate parameters of every variant: ``evaluate`` with ``ablations.evaluate`` over it."""
-    return {**evaluate, **(ablations.get("evaluate") or {})}
+    return {**evaluate, **from_params(AblationsParams, ablations, "ablations").evaluate}
 
 
 def check_start_model_alignment(name: str, settings: RLSettings, start_meta: dict[str, Any]) -> None:
@@ -76,10 +97,11 @@ def variant_parameters_node(name: str):
 
     def variant_parameters(start_model: Path, rl: dict[str, Any], evaluate: dict[str, Any],
                            ablations: dict[str, Any], seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        config = from_params(AblationsParams, ablations, "ablations")
         meta = modeling.read_meta(start_model)
-        settings = variant_settings([name], ablations["definitions"], rl, seed, len(meta["sid_map"]))[name]
+        settings = variant_settings([name], config.definitions, rl, seed, len(meta["sid_map"]))[name]
         check_start_model_alignment(name, RLSettings.from_dict(settings), meta)  # the dataclass's defaults
-        work_dir = str(Path(ablations["work_dir"]) / name)
+        work_dir = str(Path(config.work_dir) / name)
         logger.info("ablation %s: rl.settings %s", name, settings)
         return {**rl, "settings": settings, "work_dir": work_dir}, variant_evaluate_params(evaluate, ablations)
 
@@ -87,25 +109,27 @@ def variant_parameters_node(name: str):
     return variant_parameters
 
 
-def semantic_rows(frame: pd.DataFrame, rl: dict[str, Any]) -> pd.DataFrame:
+def semantic_rows(frame: pd.DataFrame, rl: dict[str, Any] | RLParams) -> pd.DataFrame:
     """The rows of the tasks kept without alignment (``rl.settings.semantic_tasks``)."""
-    tasks = list((rl.get("settings") or {}).get("semantic_tasks", ["semantic"]))
+    tasks = from_params(RLParams, rl, "rl").settings.semantic_tasks
     return frame[frame["task"].isin(tasks)].reset_index(drop=True)
 
 
-def semantic_sft_params(sft: dict[str, Any], ablations: dict[str, Any]) -> dict[str, Any]:
-    """The sft parameters of the semantic-only SFT model, with its own work folder."""
-    return {**sft, "work_dir": str(Path(ablations["work_dir"]) / "sft-semantic")}
+def semantic_sft_params(sft: dict[str, Any], ablations: dict[str, Any] | AblationsParams) -> dict[str, Any]:
+    """The sft parameters of the semantic-only SFT model, with its own work folder (``sft`` stays as
+    given: the SFT node hashes its train keys as given)."""
+    work_dir = from_params(AblationsParams, ablations, "ablations").work_dir
+    return {**sft, "work_dir": str(Path(work_dir) / "sft-semantic")}
 
 
 def variant_row(name: str, overrides: Any, metrics: dict | None, report: dict | None,
-                rl_settings: dict[str, Any]) -> dict[str, Any]:
+                rl_settings: RLSettings) -> dict[str, Any]:
     """One row of the ablation table (metrics NaN and ``run`` False for a variant not run yet)."""
     if is_sft_only(overrides):
         described = {key: "-" for key in SETTING_COLUMNS} | {"alignment": "none" if name == SEMANTIC_SFT else "sft"}
     else:
-        settings = {**rl_settings, **overrides}
-        described = {key: settings.get(key, getattr(RLSettings, key)) for key in SETTING_COLUMNS}
+        settings = RLSettings.from_dict({**asdict(rl_settings), **overrides})
+        described = {key: getattr(settings, key) for key in SETTING_COLUMNS}
     report = report or {}
     return {
         "variant": name,
@@ -119,14 +143,16 @@ def variant_row(name: str, overrides: Any, metrics: dict | None, report: dict | 
     }
 
 
-def ablation_table(ablations: dict[str, Any], rl: dict[str, Any], **results: dict | None) -> tuple[pd.DataFrame, str]:
+def ablation_table(ablations: dict[str, Any] | AblationsParams, rl: dict[str, Any] | RLParams,
+                   **results: dict | None) -> tuple[pd.DataFrame, str]:
     """(table, markdown) over every variant of ``ablations.definitions``, from the variants' own
     ``<variant>.test_metrics`` and ``<variant>.rl_report`` (None for a variant not run yet)."""
+    ablations, rl = from_params(AblationsParams, ablations, "ablations"), from_params(RLParams, rl, "rl")
     rows = [variant_row(name, overrides, results.get(f"{name}.test_metrics"), results.get(f"{name}.rl_report"),
-                        rl.get("settings") or {})
-            for name, overrides in ablations["definitions"].items()]
+                        rl.settings)
+            for name, overrides in ablations.definitions.items()]
     if results.get(f"{SEMANTIC_SFT}.test_metrics") is not None:
-        rows.append(variant_row(SEMANTIC_SFT, SFT_ONLY, results[f"{SEMANTIC_SFT}.test_metrics"], None, {}))
+        rows.append(variant_row(SEMANTIC_SFT, SFT_ONLY, results[f"{SEMANTIC_SFT}.test_metrics"], None, rl.settings))
     missing = [row["variant"] for row in rows if not row["run"]]
     if missing:
         logger.warning("ablation table: not run yet: %s (kedro run --pipelines=ablations --namespaces=...)", missing)
@@ -135,13 +161,15 @@ def ablation_table(ablations: dict[str, Any], rl: dict[str, Any], **results: dic
 
 
 def evaluate_unseen_domain(items: pd.DataFrame, item_sids: pd.DataFrame, test_sequences: pd.DataFrame,
-                           unseen_domain: dict[str, Any], evaluate_params: dict[str, Any]) -> dict[str, Any]:
+                           unseen_domain: dict[str, Any] | UnseenDomainParams,
+                           evaluate_params: dict[str, Any]) -> dict[str, Any]:
     """Test metrics of a model trained on another domain, on this run's domain with this domain's SIDs.
 
     ``unseen_domain.model_path``: the trained model folder (e.g. the Industrial ``rl_model``
     version). Left null, the study is not configured: nothing is evaluated and ``{}`` is returned.
     """
-    source = unseen_domain.get("model_path")
+    unseen_domain = from_params(UnseenDomainParams, unseen_domain, "unseen_domain")
+    source = unseen_domain.model_path
     if not source:
         logger.warning("unseen_domain.model_path is not set: the unseen-domain evaluation is skipped")
         return {}
@@ -151,6 +179,6 @@ def evaluate_unseen_domain(items: pd.DataFrame, item_sids: pd.DataFrame, test_se
         if not versions:
             raise FileNotFoundError(f"unseen_domain.model_path {source} is neither a model folder nor a versioned one")
         source = versions[-1]
-    folder = retarget_model_folder(source, items, item_sids, Path(unseen_domain["work_dir"]) / "model")
-    _, metrics = evaluate_test(folder, test_sequences, {**evaluate_params, **(unseen_domain.get("evaluate") or {})})
+    folder = retarget_model_folder(source, items, item_sids, Path(unseen_domain.work_dir) / "model")
+    _, metrics = evaluate_test(folder, test_sequences, {**evaluate_params, **unseen_domain.evaluate})
     return {**metrics, "trained_on": str(source)}

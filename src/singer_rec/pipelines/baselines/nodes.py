@@ -1,15 +1,17 @@
 """Thin nodes: encode the split tables, train one baseline, return its test metrics as a dict."""
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, make_dataclass, replace
 from typing import Any
 
 import pandas as pd
 
 from singer_rec.baselines import tiger
+from singer_rec.baselines.models import MODELS
 from singer_rec.baselines.sequences import ItemIndex, encode_sequences
 from singer_rec.baselines.training import (
     TrainConfig,
@@ -20,7 +22,8 @@ from singer_rec.baselines.training import (
     popularity_scores,
     train_with_grid,
 )
-from singer_rec.metrics import METRIC_NAMES, SELECTION_METRICS
+from singer_rec.metrics import METRIC_NAMES
+from singer_rec.params import from_params, rule
 from singer_rec.training import common
 
 logger = logging.getLogger(__name__)
@@ -30,13 +33,22 @@ DISPLAY_NAMES = {"popularity": "Popularity", "markov": "Markov chain", "gru4rec"
                  "sasrec": "SASRec", "hstu": "HSTU", "tiger": "TIGER"}
 
 
-def _check_keys(values: Any, allowed: set[str], where: str) -> dict[str, Any]:
-    if not isinstance(values, dict):
-        raise ValueError(f"{where} must be a mapping of parameters, got {values!r}")
-    unknown = sorted(set(values) - allowed)
-    if unknown:
-        raise ValueError(f"unknown parameter(s) {[f'{where}.{k}' for k in unknown]}; allowed keys of {where}: {sorted(allowed)}")
-    return values
+@functools.cache
+def model_options(name: str) -> type:
+    """``baselines.<name>.model`` as a dataclass: the model class's keyword arguments with its defaults
+    (``max_len`` is ``baselines.max_history``), so that ``from_params`` names an unknown key."""
+    cls = MODELS[name]
+    options = [p for p in inspect.signature(cls.__init__).parameters.values()
+               if p.kind is p.POSITIONAL_OR_KEYWORD and p.name not in ("self", "num_items", "max_len")]
+    return make_dataclass(f"{cls.__name__}Options", [(p.name, Any, field(default=p.default)) for p in options])
+
+
+@dataclass
+class ModelBlock:
+    """``baselines.<model>``: the model's keyword arguments and its own training keys over ``baselines.training``."""
+
+    model: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -44,37 +56,37 @@ class BaselinesParams:
     """The ``baselines`` parameter block, checked when a run starts (``singer_rec.params``): the
     shared training keys, each model's ``model``/``training`` keys and the TIGER-style settings."""
 
-    max_history: int = 10
+    max_history: int = field(default=10, metadata=rule(ge=1))
     num_threads: int | None = None
     device: str = "auto"        # GRU4Rec, Caser, SASRec, HSTU and TIGER: auto (CUDA when available) | cpu | cuda | cuda:N
-    training: Any = None
-    gru4rec: Any = None
-    caser: Any = None
-    sasrec: Any = None
-    hstu: Any = None
-    tiger: Any = None
+    training: dict[str, Any] = field(default_factory=dict)  # TrainConfig keys shared by the four models below
+    gru4rec: ModelBlock = field(default_factory=ModelBlock)
+    caser: ModelBlock = field(default_factory=ModelBlock)
+    sasrec: ModelBlock = field(default_factory=ModelBlock)
+    hstu: ModelBlock = field(default_factory=ModelBlock)
+    tiger: dict[str, Any] = field(default_factory=dict)  # TigerConfig keys
 
     def check(self, where: str) -> None:
-        from singer_rec.baselines.models import MODELS
-
-        if self.max_history < 1:
-            raise ValueError(f"{where}.max_history must be >= 1, got {self.max_history}")
         common.check_device_name(self.device, f"{where}.device")
-        train_keys = {f.name for f in fields(TrainConfig)} - {"seed"}
-        shared = _check_keys(self.training or {}, train_keys, f"{where}.training")
-        for name, cls in MODELS.items():
-            block = _check_keys(getattr(self, name) or {}, {"model", "training"}, f"{where}.{name}")
-            model_keys = set(inspect.signature(cls.__init__).parameters) - {"self", "num_items", "max_len"}
-            _check_keys(block.get("model") or {}, model_keys, f"{where}.{name}.model")
-            own = _check_keys(block.get("training") or {}, train_keys, f"{where}.{name}.training")
-            try:
-                TrainConfig(**{**shared, **own})
-            except ValueError as error:
-                raise ValueError(f"{where}.{name}.training: {error}") from None
-        tiger_keys = {f.name for f in fields(tiger.TigerConfig)} - {"seed", "max_history"}
-        config = tiger.TigerConfig(**_check_keys(self.tiger or {}, tiger_keys, f"{where}.tiger"))
-        if config.select_metric not in SELECTION_METRICS:
-            raise ValueError(f"{where}.tiger.select_metric {config.select_metric!r}; allowed: loss, HR@K, NDCG@K (K in 3, 5, 10)")
+        from_params(TrainConfig, self.training, f"{where}.training")  # a bad shared key is named as shared
+        for name in MODELS:
+            from_params(model_options(name), getattr(self, name).model, f"{where}.{name}.model")
+            self.train_config(name, seed=0, where=where)
+        self.tiger_config(seed=0, where=where)
+
+    def train_config(self, name: str, seed: int, where: str = "baselines") -> TrainConfig:
+        """``name``'s training: its own keys over the shared ``training``, with the global ``seed``."""
+        given = {**self.training, **getattr(self, name).training}
+        return replace(from_params(TrainConfig, given, f"{where}.{name}.training"), seed=seed)
+
+    def model_config(self, name: str) -> dict[str, Any]:
+        """``name``'s keyword arguments: ``max_len`` and its ``model`` keys as given."""
+        return {"max_len": self.max_history, **getattr(self, name).model}
+
+    def tiger_config(self, seed: int, where: str = "baselines") -> tiger.TigerConfig:
+        """The TIGER-style settings with ``max_history`` and the global ``seed``."""
+        config = from_params(tiger.TigerConfig, self.tiger, f"{where}.tiger")
+        return replace(config, max_history=self.max_history, seed=seed)
 
 
 def _encode(items: pd.DataFrame, tables: dict[str, pd.DataFrame], max_history: int):
@@ -85,20 +97,22 @@ def _encode(items: pd.DataFrame, tables: dict[str, pd.DataFrame], max_history: i
 
 
 def train_popularity(items: pd.DataFrame, train_sequences: pd.DataFrame, test_sequences: pd.DataFrame,
-                     params: dict[str, Any]) -> dict[str, float]:
+                     params: dict[str, Any] | BaselinesParams) -> dict[str, float]:
     """Most-popular items (train target counts) for everyone: the sanity floor."""
+    params = from_params(BaselinesParams, params, "baselines")
     started = time.perf_counter()
-    index, data = _encode(items, {"train": train_sequences, "test": test_sequences}, params["max_history"])
+    index, data = _encode(items, {"train": train_sequences, "test": test_sequences}, params.max_history)
     metrics = evaluate_popularity(popularity_scores(data["train"], index.num_items), data["test"])
     return {**metrics, "wall_time_s": round(time.perf_counter() - started, 2)}
 
 
 def train_markov(items: pd.DataFrame, train_sequences: pd.DataFrame, test_sequences: pd.DataFrame,
-                 params: dict[str, Any]) -> dict[str, float]:
+                 params: dict[str, Any] | BaselinesParams) -> dict[str, float]:
     """First-order Markov chain: the items most often bought right after the row's last item in
     train, then the most popular ones. No parameters, nothing to select on valid."""
+    params = from_params(BaselinesParams, params, "baselines")
     started = time.perf_counter()
-    index, data = _encode(items, {"train": train_sequences, "test": test_sequences}, params["max_history"])
+    index, data = _encode(items, {"train": train_sequences, "test": test_sequences}, params.max_history)
     transitions = markov_transitions(data["train"], index.num_items)
     metrics = evaluate_markov(transitions, popularity_scores(data["train"], index.num_items), data["test"])
     logger.info("markov test %s", {k: round(v, 4) for k, v in metrics.items()})
@@ -107,18 +121,18 @@ def train_markov(items: pd.DataFrame, train_sequences: pd.DataFrame, test_sequen
 
 def train_sequential_baseline(name: str, items: pd.DataFrame, train_sequences: pd.DataFrame,
                               valid_sequences: pd.DataFrame, test_sequences: pd.DataFrame,
-                              params: dict[str, Any], seed: int) -> dict[str, float]:
+                              params: dict[str, Any] | BaselinesParams, seed: int) -> dict[str, float]:
     """Grid over (lr, weight decay) with early stopping on valid; test metrics of the best model."""
+    params = from_params(BaselinesParams, params, "baselines")
     started = time.perf_counter()
     index, data = _encode(items, {"train": train_sequences, "valid": valid_sequences, "test": test_sequences},
-                          params["max_history"])
-    training = {**params["training"], **params[name].get("training", {}), "seed": seed}
-    model_config = {"max_len": params["max_history"], **params[name].get("model", {})}
-    device = common.resolve_device(params.get("device", "auto"), "baselines.device")
-    with common.torch_threads(params.get("num_threads")):
-        fit = train_with_grid(name, index.num_items, data["train"], data["valid"], TrainConfig(**training), model_config,
+                          params.max_history)
+    training = params.train_config(name, seed)
+    device = common.resolve_device(params.device, "baselines.device")
+    with common.torch_threads(params.num_threads):
+        fit = train_with_grid(name, index.num_items, data["train"], data["valid"], training, params.model_config(name),
                               device=device)
-        metrics = evaluate_model(fit.model, data["test"], training.get("eval_batch_size", 1024))
+        metrics = evaluate_model(fit.model, data["test"], training.eval_batch_size)
     logger.info("%s test %s", name, {k: round(v, 4) for k, v in metrics.items()})
     return {**metrics, "wall_time_s": round(time.perf_counter() - started, 2),
             "learning_rate": fit.learning_rate, "weight_decay": fit.weight_decay, "best_epoch": fit.best_epoch,
@@ -146,13 +160,14 @@ def train_hstu(items, train_sequences, valid_sequences, test_sequences, params, 
 
 
 def train_tiger(item_sids: pd.DataFrame, train_sequences: pd.DataFrame, valid_sequences: pd.DataFrame,
-                test_sequences: pd.DataFrame, params: dict[str, Any], seed: int) -> dict[str, float]:
+                test_sequences: pd.DataFrame, params: dict[str, Any] | BaselinesParams, seed: int) -> dict[str, float]:
     """TIGER-style: a tiny transformer on SID tokens only, decoded by constrained beam search."""
+    params = from_params(BaselinesParams, params, "baselines")
     started = time.perf_counter()
-    config = tiger.TigerConfig(**{"max_history": params["max_history"], **params["tiger"], "seed": seed})
+    config = params.tiger_config(seed)
     vocab = tiger.SidVocabulary(item_sids)
-    device = common.resolve_device(params.get("device", "auto"), "baselines.device")
-    with common.torch_threads(params.get("num_threads")):
+    device = common.resolve_device(params.device, "baselines.device")
+    with common.torch_threads(params.num_threads):
         model, info = tiger.train_tiger(vocab, train_sequences, valid_sequences, config, device=device)
         metrics = tiger.evaluate_tiger(model, vocab, test_sequences, config)
     logger.info("tiger test %s", {k: round(v, 4) for k, v in metrics.items()})

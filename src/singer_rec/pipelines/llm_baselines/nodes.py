@@ -15,9 +15,11 @@ from singer_rec.baselines import title_llm
 from singer_rec.baselines.bigrec import ground_texts
 from singer_rec.params import from_params, rule
 from singer_rec.pipelines.baselines.nodes import METRIC_COLUMNS
+from singer_rec.pipelines.prompts.nodes import PromptsParams
 from singer_rec.prompts import PAPER_TEMPLATES, PromptBuilder
 from singer_rec.training import common
-from singer_rec.training.sft import seeded_sample
+from singer_rec.training.sft import SFTSettings
+from singer_rec.training.validation import seeded_sample
 
 logger = logging.getLogger(__name__)
 
@@ -46,8 +48,6 @@ class LLMBaselinesParams:
     autocast: str = field(default="auto", metadata=rule(choices=common.AUTOCAST_MODES))  # decoding: bf16 on a GPU, float32 on a CPU
 
     def check(self, where: str) -> None:
-        from singer_rec.training.sft import SFTSettings
-
         common.check_device_name(self.device, f"{where}.device")
         SFTSettings.from_dict(self.train, f"{where}.train")  # the overrides: known sft.train keys, in range
         if self.alphas is not None:
@@ -91,8 +91,9 @@ def _sft_train(sft: dict[str, Any], config: LLMBaselinesParams) -> dict[str, Any
 
 
 def _rows(items, item_sids, sequences: pd.DataFrame, name: str, prompts: dict[str, Any], seed: int) -> pd.DataFrame:
-    builder = PromptBuilder(items, item_sids, _templates(prompts), history_length=prompts.get("history_length", 10),
-                            seed=seed)
+    # not typed: the block's task checks concern SFT and RL, not this task
+    history_length = prompts.get("history_length", PromptsParams.history_length)
+    builder = PromptBuilder(items, item_sids, _templates(prompts), history_length=history_length, seed=seed)
     return builder.build([TASK], sequences, name, item_tasks=False)
 
 
@@ -143,7 +144,7 @@ def _metrics(metrics: dict[str, float], started: float, train_report: dict[str, 
 def _prompts(tokenizer, rows: pd.DataFrame, dictionary: title_llm.TitleDictionary, sft: dict[str, Any],
              config: LLMBaselinesParams) -> list[list[int]]:
     """Prompt ids cut as in training (``max_length`` of the title model's training)."""
-    max_length = int(_sft_train(sft, config).get("max_length", 256))
+    max_length = SFTSettings.from_dict(_sft_train(sft, config), "llm_baselines.train").max_length
     return title_llm.prompt_token_ids(tokenizer, rows["prompt"].tolist(), max_length, dictionary.longest)
 
 
@@ -214,21 +215,21 @@ def train_assistant(items: pd.DataFrame, train_sequences: pd.DataFrame, valid_se
     """D3's text-free assistant (``llm_baselines.assistant``, trained as in the baselines stage): its item
     log-probs for the test rows (and, with an ``alphas`` grid, the valid rows that choose alpha) with its
     training time, or ``{}`` (Kedro saves no None) when D3 does not use it."""
-    from singer_rec.baselines.training import TrainConfig
+    from singer_rec.pipelines.baselines.nodes import BaselinesParams
 
     config = _config(params)
     if not config.uses_assistant:
         return {}
+    baselines = from_params(BaselinesParams, baselines, "baselines")
     started = time.perf_counter()
-    block = baselines.get(config.assistant) or {}
-    training = TrainConfig(**{**baselines["training"], **block.get("training", {}), "seed": seed})
     scored = {"test_sequences": test_decodable}
     if config.alphas is not None:
         scored["valid_sequences (ranked)"] = valid_ranked
     with common.torch_threads(config.num_threads):
         log_probs = title_llm.assistant_log_probs(config.assistant, items["item_id"].astype(str).tolist(),
-                                                  train_sequences, valid_sequences, scored, training,
-                                                  block.get("model", {}), int(baselines["max_history"]),
+                                                  train_sequences, valid_sequences, scored,
+                                                  baselines.train_config(config.assistant, seed),
+                                                  getattr(baselines, config.assistant).model, baselines.max_history,
                                                   device=_device(config))
     return {"log_probs": log_probs["test_sequences"], "valid_log_probs": log_probs.get("valid_sequences (ranked)"),
             "train_s": round(time.perf_counter() - started, 2)}

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +11,12 @@ import pandas as pd
 
 from singer_rec import modeling
 from singer_rec.curves import curves_figure, rl_curves
+from singer_rec.params import from_params, nested_defaults, rule
 from singer_rec.rl.report import reward_distribution_figure, summary_report
 from singer_rec.training import common, rl
-from singer_rec.training.launch import Rendezvous, run_training
-from singer_rec.training.workdirs import clean_finished_runs, run_fingerprint
+from singer_rec.training.launch import Rendezvous
+from singer_rec.training.rl.settings import RLSettings, check_catalog_size
+from singer_rec.training.workdirs import RunFolder
 
 logger = logging.getLogger(__name__)
 
@@ -27,43 +28,33 @@ START_FROM = ("sft", "base")
 class RLParams:
     """The ``rl`` parameter block, checked when a run starts (``singer_rec.params``)."""
 
-    settings: Any                   # checked by training.rl.RLSettings / validate_settings
-    num_processes: int = 1
+    settings: RLSettings = field(default_factory=RLSettings)
+    num_processes: int = field(default=1, metadata=rule(ge=1))
     device: str = "auto"
     work_dir: str = "data/06_models/rl_work"
     resume: bool = True
-    keep_finished_runs: int = 2
-    keep_checkpoints: int = 2
-    start_from: str = "sft"
-    base_model: Any = None          # the RL-only variant's preset (same keys as sft.model)
+    keep_finished_runs: int = field(default=2, metadata=rule(ge=0))
+    keep_checkpoints: int = field(default=2, metadata=rule(ge=1))
+    start_from: str = field(default="sft", metadata=rule(choices=START_FROM))
+    base_model: dict[str, Any] | None = None  # the RL-only variant's preset (same keys as sft.model)
     torchrun: Rendezvous | None = None  # several machines, as sft.torchrun (docs/architecture.md); null: this one
 
     def check(self, where: str) -> None:
         common.check_device_name(self.device, f"{where}.device")
-        if self.start_from not in ("sft", "base"):
-            raise ValueError(f"{where}.start_from {self.start_from!r}; allowed: ['sft', 'base']")
-        if self.num_processes < 1 or self.keep_checkpoints < 1 or self.keep_finished_runs < 0:
-            raise ValueError(f"{where}: num_processes and keep_checkpoints must be >= 1, keep_finished_runs >= 0")
         if self.start_from == "base":
             modeling.check_model_config(self.base_model or {})
-        settings = rl.RLSettings.from_dict(self.settings, f"{where}.settings")  # names the key itself
-        try:
-            rl.validate_settings(settings)
-        except (TypeError, ValueError) as error:
-            raise ValueError(f"{where}.settings: {error}") from None
 
 
-def check_rl_params(params: dict[str, Any], seed: int, num_items: int) -> rl.RLSettings:
-    """The RL settings of ``params.settings`` (global seed unless set), validated before any training."""
-    start_from = params.get("start_from", "sft")
-    if start_from not in START_FROM:
-        raise ValueError(f"rl.start_from must be one of {list(START_FROM)}, got {start_from!r}")
-    settings = rl.RLSettings.from_dict({"seed": seed, **(params.get("settings") or {})})
-    return rl.validate_settings(settings, num_items=num_items)
+def check_rl_params(params: dict[str, Any] | RLParams, seed: int, num_items: int) -> RLParams:
+    """The typed ``rl`` block (the global ``seed`` unless ``settings`` sets its own), validated before any
+    training, ``num_generations`` against a catalogue of ``num_items`` items too."""
+    params = from_params(RLParams, nested_defaults(params, "settings", seed=seed), "rl")
+    check_catalog_size(params.settings, num_items)
+    return params
 
 
 def train_rl_model(sft_model: Path, rl_dataset: pd.DataFrame, sft_dataset_valid: pd.DataFrame, items: pd.DataFrame,
-                   item_sids: pd.DataFrame, params: dict[str, Any], prompts: dict[str, Any],
+                   item_sids: pd.DataFrame, params: dict[str, Any] | RLParams, prompts: dict[str, Any],
                    seed: int) -> tuple[str, dict[str, Any], dict[str, Any]]:
     """GRPO in a child process; returns (RL model folder, scalar report, per-step history + probe rewards
     + valid curve).
@@ -75,51 +66,39 @@ def train_rl_model(sft_model: Path, rl_dataset: pd.DataFrame, sft_dataset_valid:
     the RL-only variant: a fresh ``params.base_model`` preset with the catalog's SID tokens. A
     rerun with the same inputs resumes from the last checkpoint in ``params.work_dir``.
     """
-    meta = modeling.read_meta(sft_model)
-    settings = check_rl_params(params, seed, len(meta["sid_map"]))
-    config = {"rl": asdict(settings), "start_from": params.get("start_from", "sft"), "device": params.get("device", "auto")}
-    if config["start_from"] == "base":
-        modeling.check_model_config(params["base_model"])
-        config["base_model"] = params["base_model"]
-    ranks_valid = settings.valid_every > 0  # the valid rows shape the run only when they are ranked
+    params = check_rl_params(params, seed, len(modeling.read_meta(sft_model)["sid_map"]))
+    config = {"rl": asdict(params.settings), "start_from": params.start_from, "device": params.device}
+    if params.start_from == "base":
+        config["base_model"] = params.base_model
+    ranks_valid = params.settings.valid_every > 0  # the valid rows shape the run only when they are ranked
     frames = {"rl_dataset": rl_dataset, "item_sids": item_sids}
     if ranks_valid:
         frames["sft_dataset_valid"] = sft_dataset_valid
-    run_dir = Path(params["work_dir"]) / run_fingerprint({**config, "sft_model": str(sft_model)}, frames)
-    if not params.get("resume", True):
-        shutil.rmtree(run_dir, ignore_errors=True)
-    clean_finished_runs(params["work_dir"], params.get("keep_finished_runs", 2), current=run_dir)
-    (run_dir / "inputs").mkdir(parents=True, exist_ok=True)
-    dataset_path = run_dir / "inputs" / "rl_dataset.parquet"
-    rl_dataset.to_parquet(dataset_path, index=False)
-    valid_path = run_dir / "inputs" / "sft_dataset_valid.parquet"
-    if ranks_valid:
-        sft_dataset_valid.to_parquet(valid_path, index=False)
+    folder = RunFolder.prepare(params.work_dir, {**config, "sft_model": str(sft_model)}, frames,
+                               resume=params.resume, keep_finished_runs=params.keep_finished_runs)
+    inputs = folder.write_inputs({name: frame for name, frame in frames.items() if name != "item_sids"})  # hashed only
     start = Path(sft_model)
-    if config["start_from"] == "base":
-        start = run_dir / "base_model"
+    if params.start_from == "base":
+        start = folder.path / "base_model"
         if not (start / modeling.META_FILE).is_file():
-            rl.build_base_model_folder(params["base_model"], items, item_sids, prompts["templates"], seed, start)
+            rl.build_base_model_folder(params.base_model, items, item_sids, prompts["templates"], seed, start)
     config.update({
         "model_path": str(start.resolve()),
         "reference_path": str(start.resolve()),
-        "dataset_path": str(dataset_path.resolve()),
-        "valid_path": str(valid_path.resolve()) if ranks_valid else None,
-        "output_path": str((run_dir / "model").resolve()),
-        "checkpoint_dir": str((run_dir / "checkpoints").resolve()),
-        "result_path": str((run_dir / "result.json").resolve()),
-        "keep_checkpoints": int(params.get("keep_checkpoints", 2)),
+        "dataset_path": inputs["rl_dataset"],
+        "valid_path": inputs.get("sft_dataset_valid"),  # None: no valid ranking
+        **folder.outputs("output_path"),
+        "keep_checkpoints": params.keep_checkpoints,
     })
     output, result_path = Path(config["output_path"]), Path(config["result_path"])
     if (output / modeling.META_FILE).is_file() and result_path.is_file():
         # a finished run that no catalog dataset has taken yet (the ablations keep theirs here)
-        logger.info("RL run folder %s is complete: reusing its model", run_dir)
+        logger.info("RL run folder %s is complete: reusing its model", folder.path)
         result = json.loads(result_path.read_text(encoding="utf-8"))
+        folder.finish()
     else:
-        logger.info("RL run folder %s (%d rl_dataset rows, start: %s)", run_dir, len(rl_dataset), start)
-        result = run_training(ENTRY_POINT, config, int(params.get("num_processes", 1)), rendezvous=params.get("torchrun"))
-    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-    shutil.rmtree(run_dir / "inputs", ignore_errors=True)
+        logger.info("RL run folder %s (%d rl_dataset rows, start: %s)", folder.path, len(rl_dataset), start)
+        result = folder.run(ENTRY_POINT, config, params.num_processes, params.torchrun)
     return config["output_path"], summary_report(result), {
         "history": result["history"], "probe": result["probe"], "reward_variant": config["rl"]["reward"],
         "valid_curve": result.get("valid_curve", []), "selected_step": result.get("selected_step"),

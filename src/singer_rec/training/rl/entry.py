@@ -79,7 +79,8 @@ def run(config: Mapping[str, Any]) -> dict[str, Any]:
 
 def valid_ranking(config: Mapping[str, Any], settings: RLSettings, tokenizer, meta: Mapping[str, Any], vocab_size: int):
     """The valid ranking of ``config["valid_path"]`` (SFT's seeded sample of SID-answer rows), or None when off."""
-    from singer_rec.training.sft import RankingValidation, SFTSettings, read_table
+    from singer_rec.training.sft import SFTSettings
+    from singer_rec.training.validation import RankingValidation, read_table
 
     if settings.valid_every == 0:
         return None

@@ -12,34 +12,32 @@ from typing import Any
 import torch
 
 from singer_rec import tracking
-from singer_rec.training import common
+from singer_rec.training import checkpoints, common
 from singer_rec.training.rl.examples import Dictionary, Example
 from singer_rec.training.rl.rollouts import rollout, rollout_stats
 from singer_rec.training.rl.settings import RLSettings
 from singer_rec.training.rl.timing import PhaseTimer
 from singer_rec.training.rl.update import policy_update
+from singer_rec.training.validation import BestModelSelector
 
 logger = logging.getLogger(__name__)
 
 class ValidSelection:
     """The RL run's valid curve (HR/NDCG@K of a ``RankingValidation`` at chosen steps) and, with
-    ``select: valid``, the weights of its best NDCG@10, kept in memory and in ``checkpoint_dir/best_valid``
-    so that a resumed run selects among every point of the curve."""
+    ``select: valid``, the weights of its best NDCG@10 (a ``BestModelSelector`` without early stopping),
+    kept in memory and in ``checkpoint_dir/best_valid`` so that a resumed run selects among every point
+    of the curve."""
 
     def __init__(self, validation, settings: RLSettings, checkpoint_dir: Path | None, dist: common.Dist):
         self.validation, self.settings, self.dist = validation, settings, dist
         self.best_file = None if checkpoint_dir is None else Path(checkpoint_dir) / "best_valid" / "model.safetensors"
         self.curve: list[dict[str, float]] = []
+        self.selector = BestModelSelector("NDCG@10")  # a tie keeps the earlier step
         self.best_weights: dict[str, torch.Tensor] | None = None
 
     @property
-    def best_point(self) -> dict[str, float] | None:
-        """The curve's best NDCG@10 (max keeps the first of equal points: a tie keeps the earlier step)."""
-        return max(self.curve, key=lambda p: p["NDCG@10"]) if self.curve else None
-
-    @property
     def best_step(self) -> int | None:
-        return None if self.best_point is None else self.best_point["step"]
+        return self.selector.best_step
 
     def due(self, step: int, total_steps: int) -> bool:
         every = self.settings.valid_every
@@ -54,7 +52,7 @@ class ValidSelection:
         point = {"step": step, "train_seconds": round(train_seconds, 3),
                  "valid_seconds": round(time.perf_counter() - started, 3), **ranked}
         self.curve.append(point)
-        better = self.best_point is point
+        better = self.selector.update(step, ranked["NDCG@10"])
         if better:
             if self.settings.select == "valid":
                 module = getattr(policy, "module", policy)
@@ -80,6 +78,8 @@ class ValidSelection:
 
     def restore(self, trainer_state: Mapping[str, Any]) -> None:
         self.curve = list(trainer_state.get("valid_curve") or [])
+        for point in self.curve:  # the checkpoint holds the curve: its best is found again
+            self.selector.update(point["step"], point["NDCG@10"])
         if self.settings.select == "valid" and self.best_step is not None and (
                 self.best_file is None or not self.best_file.is_file()):
             raise FileNotFoundError(f"resuming RL with select: valid: the best valid weights (step {self.best_step}) "
@@ -96,7 +96,7 @@ class ValidSelection:
 
             load_model(module, str(self.best_file), device=str(next(module.parameters()).device))
         logger.info("RL: the model of step %d is kept (best valid NDCG@10 %.4f of %d points)",
-                    self.best_step, self.best_point["NDCG@10"], len(self.curve))
+                    self.best_step, self.selector.best_metric, len(self.curve))
 
 
 def epoch_order(num_examples: int, epoch: int, seed: int) -> list[int]:
@@ -120,7 +120,7 @@ def train_grpo(
 ) -> dict[str, Any]:
     """The RL loop on in-memory models; returns the per-step history and before/after probe rewards.
 
-    ``validation`` (a ``training.sft.RankingValidation``) ranks valid before step 1, every
+    ``validation`` (a ``training.validation.RankingValidation``) ranks valid before step 1, every
     ``settings.valid_every`` steps and after the last; with ``settings.select == "valid"`` the policy
     ends with the weights of the best valid NDCG@10 among those points (step 0: the start model).
     """
@@ -213,13 +213,10 @@ def train_grpo(
         if valid.due(step, total_steps):
             valid.evaluate(policy, step, sum(r["seconds_per_step"] for r in history))
         if checkpoint_dir is not None and settings.checkpoint_every and step % settings.checkpoint_every == 0 and step < total_steps:
-            rng = common.rng_states(dist)  # every rank's, gathered on all of them
-            if rank == 0:
-                with timer("checkpoint"):
-                    common.save_checkpoint(checkpoint_dir, step, policy, optimizer, scheduler,
-                                           {"probe_before": before, "history": history, **valid.state(),
-                                            "wall_seconds": clock.total()},
-                                           keep=keep_checkpoints, rng=rng)
+            with timer("checkpoint"):
+                checkpoints.save_checkpoint(dist, checkpoint_dir, step, policy, optimizer, scheduler,
+                                            {"probe_before": before, "history": history, **valid.state(),
+                                             "wall_seconds": clock.total()}, keep_checkpoints)
         # measured after the record was logged: kept in the history only (a checkpoint holds the step before it)
         history[-1].update({f"time_{name}": timer.seconds[name] for name in ("logging", "checkpoint") if name in timer.seconds})
         dist.barrier()
