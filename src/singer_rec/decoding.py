@@ -29,7 +29,6 @@ length normalisation), so they equal what a plain forward pass over prompt + ite
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 from collections.abc import Sequence
@@ -37,6 +36,8 @@ from dataclasses import dataclass
 
 import torch
 from transformers import DynamicCache
+
+from singer_rec.training.common import autocast
 
 logger = logging.getLogger(__name__)
 
@@ -220,12 +221,6 @@ def _left_pad(rows: Sequence[Sequence[int]], pad_token_id: int) -> tuple[torch.T
     return ids, mask
 
 
-def _autocast(dtype: torch.dtype | None, device: torch.device):
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
 def _model_device(model) -> torch.device:
     return next(model.parameters()).device
 
@@ -353,7 +348,7 @@ def beam_search(model, prompt_ids: Sequence[Sequence[int]], trie: PrefixTrie, nu
         from tqdm.auto import tqdm
 
         batches = tqdm(batches, desc="beam search", unit="batch")
-    with _autocast(autocast_dtype, device):
+    with autocast(device, autocast_dtype):
         for batch in batches:
             pool_items, pool_scores = _beam_search_batch(
                 model, [inputs[i] for i in batch], torch.tensor([starts[i] for i in batch]), trie, num_beams,
@@ -514,7 +509,7 @@ def sample(model, prompt_ids: Sequence[Sequence[int]], trie: PrefixTrie, num_sam
     order = sorted(range(len(inputs)), key=lambda i: -len(inputs[i]))
     items: list[list[int]] = [[] for _ in inputs]
     scores: list[list[float]] = [[] for _ in inputs]
-    with _autocast(autocast_dtype, device):
+    with autocast(device, autocast_dtype):
         for batch in _batches(order, batch_size):
             drawn_items, drawn_scores = _sample_batch(
                 model, [inputs[i] for i in batch], torch.tensor([starts[i] for i in batch]), trie, draws, top_k,
