@@ -19,7 +19,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from baselines_minionerec import MINIONEREC, SPLIT_FILES, load_split  # noqa: E402
 
-from singer_rec.baselines.models import build_model  # noqa: E402
+from singer_rec.baselines.models import build_baseline_model  # noqa: E402
 from singer_rec.baselines.sequences import ItemIndex, encode_sequences  # noqa: E402
 from singer_rec.baselines.training import TrainConfig, _batch_loss  # noqa: E402
 
@@ -27,7 +27,7 @@ from singer_rec.baselines.training import TrainConfig, _batch_loss  # noqa: E402
 def one_epoch(num_items: int, sequences: torch.Tensor, threads: int) -> float:
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    model = build_model("sasrec", num_items, max_len=10)
+    model = build_baseline_model("sasrec", num_items, max_len=10)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     config, generator = TrainConfig(), torch.Generator().manual_seed(0)
     started = time.perf_counter()

@@ -44,7 +44,7 @@ from singer_rec.metrics import metrics_from_ranks, paired_bootstrap
 from singer_rec.modeling import load_model_folder
 from singer_rec.rl.grpo import completion_logprobs, group_advantages, grpo_loss
 from singer_rec.training.rl.examples import Example, build_dictionaries, build_examples
-from singer_rec.training.rl.loop import epoch_order
+from singer_rec.training.rl.loop import prompt_order
 from singer_rec.training import common
 from singer_rec.training.rl.rollouts import amp_dtype, has_zero_advantage, rollout
 from singer_rec.training.rl.settings import RL_ALIGNMENT, RLSettings, validate_settings
@@ -172,7 +172,7 @@ def main() -> None:
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     sid_dict, title_dict, _ = build_dictionaries(tokenizer, meta, policy.config.vocab_size, RL_ALIGNMENT[settings.alignment])
     examples = build_examples(pd.read_parquet(args.rl_dataset), tokenizer, sid_dict, title_dict, settings)
-    chosen = [examples[i] for i in epoch_order(len(examples), 0, settings.seed)[: args.prompts]]
+    chosen = [examples[i] for i in prompt_order(len(examples), 0, settings.seed)[: args.prompts]]
     total_steps = settings.max_steps or settings.epochs * math.ceil(len(examples) / settings.batch_size)
     batches = [chosen[i : i + settings.batch_size] for i in range(0, len(chosen), settings.batch_size)]
     if len(batches) < 2:

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 import torch
 
-from singer_rec.baselines.models import build_model
+from singer_rec.baselines.models import build_baseline_model
 from singer_rec.baselines.sequences import ItemIndex, encode_sequences
 from singer_rec.baselines.toy import rule_tables
 from singer_rec.baselines.training import (
@@ -66,7 +66,7 @@ def test_full_ranking_path_equals_ranking_metrics_on_the_same_rankings():
 def test_evaluate_model_equals_ranking_metrics_of_its_top10(toy):
     index, train, valid, test = toy
     torch.manual_seed(0)
-    model = build_model("sasrec", index.num_items, **MODEL_CONFIG).eval()
+    model = build_baseline_model("sasrec", index.num_items, **MODEL_CONFIG).eval()
     with torch.no_grad():
         scores = model.score_all(test.histories).numpy()
     top10 = (np.argsort(-scores, axis=1)[:, :10] + 1).tolist()
@@ -133,7 +133,7 @@ def test_config_rejects_unknown_choices():
     with pytest.raises(ValueError, match=r"training\.loss must be one of \['bce', 'ce'\], got 'bpr'"):
         TrainConfig(loss="bpr")
     with pytest.raises(ValueError, match="unknown baseline model 'bert4rec'"):
-        build_model("bert4rec", 5)
+        build_baseline_model("bert4rec", 5)
 
 
 def test_prefix_windows_left_pad_every_prefix():
@@ -149,7 +149,7 @@ def test_hstu_is_causal_ignores_padding_and_uses_the_relative_bias():
     from singer_rec.baselines.models import RelativePositionBias
 
     torch.manual_seed(0)
-    model = build_model("hstu", 12, dim=16, num_heads=2, max_len=5, dropout=0.0).eval()
+    model = build_baseline_model("hstu", 12, dim=16, num_heads=2, max_len=5, dropout=0.0).eval()
     sequence = torch.tensor([[0, 3, 4, 5, 6]])
     changed = sequence.clone()
     changed[0, 4] = 7

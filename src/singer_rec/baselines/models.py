@@ -202,7 +202,7 @@ class Caser(SequentialRecommender):
 MODELS: dict[str, type[SequentialRecommender]] = {"gru4rec": GRU4Rec, "caser": Caser, "sasrec": SASRec, "hstu": HSTU}
 
 
-def build_model(name: str, num_items: int, **config) -> SequentialRecommender:
+def build_baseline_model(name: str, num_items: int, **config) -> SequentialRecommender:
     try:
         cls = MODELS[name]
     except KeyError:

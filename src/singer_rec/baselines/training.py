@@ -22,7 +22,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from singer_rec import tracking
-from singer_rec.baselines.models import SequentialRecommender, build_model
+from singer_rec.baselines.models import SequentialRecommender, build_baseline_model
 from singer_rec.baselines.sequences import EncodedSequences
 from singer_rec.metrics import DEFAULT_KS, metrics_from_ranks, ranks_from_scores
 from singer_rec.params import check_fields, rule
@@ -186,7 +186,7 @@ def train_with_grid(name: str, num_items: int, train: EncodedSequences, valid: E
             logger.info("%s: time budget %.0fs spent after %d of %d grid points", name, config.time_budget_s, len(tried), len(grid))
             break
         torch.manual_seed(config.seed)  # same initialisation for every grid point
-        model = build_model(name, num_items, **model_config).to(device)
+        model = build_baseline_model(name, num_items, **model_config).to(device)
         t0 = time.perf_counter()
         valid_metrics, epoch = fit_one(model, train, valid, lr, wd, config, log_prefix=f"{name}.lr{lr:g}_wd{wd:g}.",
                                        deadline=started + config.time_budget_s)

@@ -30,7 +30,7 @@ from singer_rec.training.rl.examples import (
     sid_ids,
     title_token_ids,
 )
-from singer_rec.training.rl.loop import epoch_order, train_grpo
+from singer_rec.training.rl.loop import prompt_order, train_grpo
 from singer_rec.training.rl.model_folders import build_base_model_folder, retarget_model_folder
 from singer_rec.training.rl.rollouts import Group, amp_dtype, rollout, rollout_stats
 from singer_rec.training.rl.settings import (
@@ -46,6 +46,6 @@ from singer_rec.training.rl.update import GRAD_BUCKET_ELEMENTS, all_reduce_gradi
 __all__ = [
     "ALIGNMENT_VARIANTS", "GRAD_BUCKET_ELEMENTS", "RL_ALIGNMENT", "SAMPLING_VARIANTS", "Dictionary", "Example", "Group",
     "PhaseTimer", "RLSettings", "all_reduce_gradients", "amp_dtype", "build_base_model_folder", "build_dictionaries",
-    "build_examples", "epoch_order", "main", "policy_update", "retarget_model_folder", "rollout", "rollout_stats",
+    "build_examples", "prompt_order", "main", "policy_update", "retarget_model_folder", "rollout", "rollout_stats",
     "run", "sid_ids", "title_token_ids", "train_grpo", "validate_settings",
 ]

@@ -99,7 +99,7 @@ class ValidSelection:
                     self.best_step, self.selector.best_metric, len(self.curve))
 
 
-def epoch_order(num_examples: int, epoch: int, seed: int) -> list[int]:
+def prompt_order(num_examples: int, epoch: int, seed: int) -> list[int]:
     generator = torch.Generator().manual_seed(seed + 1000 * epoch)
     return torch.randperm(num_examples, generator=generator).tolist()
 
@@ -142,7 +142,7 @@ def train_grpo(
         policy, settings.learning_rate, settings.weight_decay, total_updates, int(total_updates * settings.warmup_ratio)
     )
     # a fixed, seeded sample of the prompts (every task), rolled out unguided before and after RL
-    probe = [examples[i] for i in sorted(epoch_order(len(examples), -1, settings.seed)[: settings.probe_prompts])]
+    probe = [examples[i] for i in sorted(prompt_order(len(examples), -1, settings.seed)[: settings.probe_prompts])]
 
     def probe_rewards() -> tuple[list[float], float]:
         """Each rank rolls out its share of the probe; the groups' rewards and hits are gathered in
@@ -174,7 +174,7 @@ def train_grpo(
     for step in range(start_step + 1, total_steps + 1):
         started = time.perf_counter()
         epoch, position = divmod(step - 1, steps_per_epoch)
-        order = epoch_order(len(examples), epoch, settings.seed)
+        order = prompt_order(len(examples), epoch, settings.seed)
         batch_ids = order[position * settings.batch_size : (position + 1) * settings.batch_size]
         batch = [examples[i] for i in batch_ids[rank::world]]
         torch.manual_seed(common.rank_seed(settings.seed + step, rank))  # dropout: each rank its own masks
