@@ -133,7 +133,7 @@ def test_cpu_budget_is_one_run_config_flag_with_nested_params():
 def test_every_environment_passes_parameter_validation(env):
     assert set(validate_run_parameters(_parameters(env))) == {"ingest", "split", "embed", "sid", "prompts", "evaluate", "serving",
                                                                "sft", "rl", "sdpo", "baselines", "llm_baselines",
-                                                               "report", "ablations", "unseen_domain"}
+                                                               "report", "ablations", "unseen_domain", "catalog_update"}
 
 
 @pytest.mark.parametrize("override,message", [

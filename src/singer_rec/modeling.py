@@ -23,6 +23,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -509,3 +510,84 @@ def load_model_folder(path: str | os.PathLike, device: str = "cpu", dtype=None):
     model = AutoModelForCausalLM.from_pretrained(str(path), **kwargs).to(device)
     model.eval()
     return model, tokenizer, meta
+
+
+# --------------------------------------------------------------------------------------------
+# catalog update: new items in an existing model folder
+# --------------------------------------------------------------------------------------------
+_SID_TOKEN = re.compile(r"<[a-z]_\d+>")
+
+
+def _sid_rows_by_level(tokenizer) -> dict[str, list[int]]:
+    """Token ids of the SID tokens the tokenizer has, by level letter (``a``, ``b``, ..., the suffix's)."""
+    rows: dict[str, list[int]] = {}
+    for token, index in tokenizer.get_vocab().items():
+        if _SID_TOKEN.fullmatch(token):
+            rows.setdefault(token[1], []).append(int(index))
+    return {letter: sorted(ids) for letter, ids in rows.items()}
+
+
+def add_sid_tokens_at_mean(model, tokenizer, sid_tokens: list[str], pad_to_multiple_of: int | None = None) -> dict[str, Any]:
+    """Add the SID tokens the tokenizer lacks; each new row starts at the mean of the existing SID rows of its level.
+
+    The suffix level's new tokens start at the mean of the existing suffix rows. A level without any
+    row yet (the first suffix tokens of a catalogue that had none) starts at the mean of all existing
+    SID rows. Input embeddings and, when untied, the output head, each with its own mean. Rows of the
+    other tokens are unchanged. Returns ``{"added": [...], "rows_before": n, "rows_after": m}``.
+    """
+    import torch
+
+    by_level = _sid_rows_by_level(tokenizer)
+    all_sid_rows = sorted(i for ids in by_level.values() for i in ids)
+    if not all_sid_rows:
+        raise ValueError("the tokenizer has no SID token: not a model folder of this project")
+    rows_before = model.get_input_embeddings().weight.shape[0]
+    existing = set(tokenizer.get_vocab())
+    new = [t for t in sid_tokens if t not in existing]
+    if not new:
+        return {"added": [], "rows_before": rows_before, "rows_after": rows_before}
+    add_sid_tokens(tokenizer, new)
+    rows = max(padded_rows(len(tokenizer), pad_to_multiple_of), rows_before)
+    if rows != rows_before:
+        model.resize_token_embeddings(rows, mean_resizing=False)
+    weights = [model.get_input_embeddings().weight]
+    if not _output_head_is_tied(model):
+        weights.append(model.get_output_embeddings().weight)
+    new_ids = dict(zip(new, sid_token_ids(tokenizer, new)))
+    with torch.no_grad():
+        for weight in weights:
+            for token, index in new_ids.items():
+                source = by_level.get(token[1]) or all_sid_rows
+                weight[index] = weight[source].double().mean(dim=0).to(weight.dtype)
+    model.config.vocab_size = rows
+    return {"added": new, "rows_before": int(rows_before), "rows_after": int(rows)}
+
+
+def add_items_to_model_folder(source: str | os.PathLike, new_sids: Mapping[str, str], new_titles: Mapping[str, str],
+                              target: str | os.PathLike, note: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A copy of the model folder ``source`` at ``target`` that also knows ``new_sids`` (item id -> SID).
+
+    The old items keep their SIDs (an id already in the folder's sid_map is an error); SID tokens the
+    tokenizer lacks are added with ``add_sid_tokens_at_mean``; ``singer.json`` gets the new items in
+    ``sid_map`` and ``titles`` and one entry in ``catalog_updates`` (``note`` plus the counts). The
+    folder is written atomically (``save_model_folder``). Returns what was added.
+    """
+    model, tokenizer, meta = load_model_folder(source)
+    sid_map = {str(k): str(v) for k, v in meta["sid_map"].items()}
+    known = sorted(set(map(str, new_sids)) & set(sid_map))
+    if known:
+        raise ValueError(f"{source}: item(s) {known[:3]} already in the model's sid_map")
+    taken = set(sid_map.values())
+    clash = next((s for s in map(str, new_sids.values()) if s in taken), None)
+    if clash is not None:
+        raise ValueError(f"{source}: SID {clash} of a new item is already an old item's SID")
+    merged = {**sid_map, **{str(k): str(v) for k, v in new_sids.items()}}
+    multiple = None if meta.get("preset") == "scratch" else ROW_MULTIPLE
+    added = add_sid_tokens_at_mean(model, tokenizer, sid_vocabulary_for(merged.values()), multiple)
+    entry = {**dict(note or {}), "new_items": len(new_sids), "new_tokens": added["added"],
+             "rows_before": added["rows_before"], "rows_after": added["rows_after"]}
+    meta = {**meta, "sid_map": merged,
+            "titles": {**(meta.get("titles") or {}), **{str(k): str(v) for k, v in new_titles.items()}},
+            "catalog_updates": [*(meta.get("catalog_updates") or []), entry]}
+    save_model_folder(model, tokenizer, meta, target)
+    return entry

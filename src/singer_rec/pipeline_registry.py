@@ -19,7 +19,7 @@ from singer_rec.params import from_params
 logger = logging.getLogger(__name__)
 
 # Stages left out of the default `kedro run` (run them by name).
-NOT_IN_DEFAULT = {"baselines", "report", "ablations", "llm_baselines", "sdpo"}
+NOT_IN_DEFAULT = {"baselines", "report", "ablations", "llm_baselines", "sdpo", "catalog_update"}
 
 # parameter block -> "module:Class" of its typed config (imported when a run uses that block)
 PARAMETER_SCHEMAS: dict[str, str] = {
@@ -38,6 +38,7 @@ PARAMETER_SCHEMAS: dict[str, str] = {
     "report": "singer_rec.pipelines.report.nodes:ReportParams",
     "ablations": "singer_rec.pipelines.ablations.nodes:AblationsParams",
     "unseen_domain": "singer_rec.pipelines.ablations.nodes:UnseenDomainParams",
+    "catalog_update": "singer_rec.pipelines.catalog_update.nodes:CatalogUpdateParams",
 }
 
 
