@@ -13,7 +13,13 @@ from torch.nn import functional as F
 
 
 class SequentialRecommender(nn.Module):
-    """Common scoring: ``score(state, item) = state · output_embedding[item]``."""
+    """Common scoring: ``score(state, item) = state · output_embedding[item]``.
+
+    A new classic baseline is a subclass with a ``display_name`` and an entry in ``MODELS``, plus its
+    ``baselines.<name>`` block in conf: the parameter check, the pipeline's node and the report's row
+    follow from ``MODELS``."""
+
+    display_name: str = ""  # its row in the results table
 
     per_position = True  # whether every position's state is a prediction (else only the last)
 
@@ -45,6 +51,8 @@ class SequentialRecommender(nn.Module):
 class GRU4Rec(SequentialRecommender):
     """Hidasi et al. 2016: item embeddings through a GRU; the hidden state scores the next item."""
 
+    display_name = "GRU4Rec"
+
     def __init__(self, num_items: int, dim: int = 64, num_layers: int = 1, dropout: float = 0.2, **_):
         super().__init__(num_items, dim)
         self.dropout = nn.Dropout(dropout)
@@ -57,6 +65,8 @@ class GRU4Rec(SequentialRecommender):
 
 class SASRec(SequentialRecommender):
     """Kang & McAuley 2018: causal self-attention over item + learned position embeddings."""
+
+    display_name = "SASRec"
 
     def __init__(self, num_items: int, dim: int = 64, num_layers: int = 2, num_heads: int = 1,
                  dropout: float = 0.2, max_len: int = 11, **_):
@@ -142,6 +152,8 @@ class HSTU(SequentialRecommender):
     (the paper adds a bucketed time-difference term).
     """
 
+    display_name = "HSTU"
+
     def __init__(self, num_items: int, dim: int = 64, num_layers: int = 2, num_heads: int = 1,
                  dropout: float = 0.2, max_len: int = 11, **_):
         super().__init__(num_items, dim)
@@ -171,6 +183,8 @@ class Caser(SequentialRecommender):
     The user embedding of the original is left out: our users are identified only by their
     history, and valid/test users need not appear in training.
     """
+
+    display_name = "Caser"
 
     per_position = False
 

@@ -86,7 +86,9 @@ def test_device_auto_on_a_cpu_trains_exactly_as_cpu(monkeypatch):
     """``baselines.device: auto`` (the default) without CUDA is the CPU: the same metrics, bit for bit."""
     import torch
 
-    from singer_rec.pipelines.baselines.nodes import train_gru4rec, train_tiger
+    from singer_rec.pipelines.baselines.nodes import sequential_node, train_tiger
+
+    train_gru4rec = sequential_node("gru4rec")
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     item_ids, train, valid, test = rule_tables(num_items=20, num_users=60, max_len=5)

@@ -29,8 +29,8 @@ from singer_rec.training import common
 logger = logging.getLogger(__name__)
 
 METRIC_COLUMNS = list(METRIC_NAMES)
-DISPLAY_NAMES = {"popularity": "Popularity", "markov": "Markov chain", "gru4rec": "GRU4Rec", "caser": "Caser",
-                 "sasrec": "SASRec", "hstu": "HSTU", "tiger": "TIGER"}
+DISPLAY_NAMES = {"popularity": "Popularity", "markov": "Markov chain",
+                 **{name: cls.display_name for name, cls in MODELS.items()}, "tiger": "TIGER"}
 
 
 @functools.cache
@@ -52,18 +52,13 @@ class ModelBlock:
 
 
 @dataclass
-class BaselinesParams:
-    """The ``baselines`` parameter block, checked when a run starts (``singer_rec.params``): the
-    shared training keys, each model's ``model``/``training`` keys and the TIGER-style settings."""
+class _SharedBaselinesParams:
+    """The keys of ``baselines`` that are not one classic model's block (see ``BaselinesParams``)."""
 
     max_history: int = field(default=10, metadata=rule(ge=1))
     num_threads: int | None = None
     device: str = "auto"        # GRU4Rec, Caser, SASRec, HSTU and TIGER: auto (CUDA when available) | cpu | cuda | cuda:N
     training: dict[str, Any] = field(default_factory=dict)  # TrainConfig keys shared by the four models below
-    gru4rec: ModelBlock = field(default_factory=ModelBlock)
-    caser: ModelBlock = field(default_factory=ModelBlock)
-    sasrec: ModelBlock = field(default_factory=ModelBlock)
-    hstu: ModelBlock = field(default_factory=ModelBlock)
     tiger: dict[str, Any] = field(default_factory=dict)  # TigerConfig keys
 
     def check(self, where: str) -> None:
@@ -87,6 +82,14 @@ class BaselinesParams:
         """The TIGER-style settings with ``max_history`` and the global ``seed``."""
         config = from_params(tiger.TigerConfig, self.tiger, f"{where}.tiger")
         return replace(config, max_history=self.max_history, seed=seed)
+
+
+# The ``baselines`` parameter block, checked when a run starts (``singer_rec.params``): the shared
+# training keys, a ``model``/``training`` block per classic model of ``MODELS`` and the TIGER-style
+# settings. One field per model, made from the registry, so a new model needs no edit here.
+BaselinesParams = make_dataclass(
+    "BaselinesParams", [(name, ModelBlock, field(default_factory=ModelBlock)) for name in MODELS],
+    bases=(_SharedBaselinesParams,))
 
 
 def _encode(items: pd.DataFrame, tables: dict[str, pd.DataFrame], max_history: int):
@@ -139,24 +142,13 @@ def train_sequential_baseline(name: str, items: pd.DataFrame, train_sequences: p
             "grid_points_tried": len(fit.grid), "valid_NDCG@10": fit.valid_metrics["NDCG@10"]}
 
 
-def train_gru4rec(items, train_sequences, valid_sequences, test_sequences, params, seed):
-    """GRU4Rec (Hidasi et al. 2016)."""
-    return train_sequential_baseline("gru4rec", items, train_sequences, valid_sequences, test_sequences, params, seed)
-
-
-def train_caser(items, train_sequences, valid_sequences, test_sequences, params, seed):
-    """Caser (Tang & Wang 2018)."""
-    return train_sequential_baseline("caser", items, train_sequences, valid_sequences, test_sequences, params, seed)
-
-
-def train_sasrec(items, train_sequences, valid_sequences, test_sequences, params, seed):
-    """SASRec (Kang & McAuley 2018)."""
-    return train_sequential_baseline("sasrec", items, train_sequences, valid_sequences, test_sequences, params, seed)
-
-
-def train_hstu(items, train_sequences, valid_sequences, test_sequences, params, seed):
-    """HSTU (Zhai et al. 2024), trained and ranked like SASRec."""
-    return train_sequential_baseline("hstu", items, train_sequences, valid_sequences, test_sequences, params, seed)
+def sequential_node(name: str) -> functools.partial:
+    """The node function that trains ``MODELS[name]``: named ``train_<name>``, documented by its class,
+    picklable (a partial of a module function) for the parallel runner."""
+    train = functools.partial(train_sequential_baseline, name)
+    train.__name__ = f"train_{name}"
+    train.__doc__ = MODELS[name].__doc__
+    return train
 
 
 def train_tiger(item_sids: pd.DataFrame, train_sequences: pd.DataFrame, valid_sequences: pd.DataFrame,

@@ -1,10 +1,9 @@
 from kedro.pipeline import Node, Pipeline
 
+from singer_rec.baselines.models import MODELS
 from singer_rec.pipelines.baselines import nodes
 
 SPLITS = ["items", "train_sequences", "valid_sequences", "test_sequences"]
-CLASSIC = {"gru4rec": nodes.train_gru4rec, "caser": nodes.train_caser, "sasrec": nodes.train_sasrec,
-           "hstu": nodes.train_hstu}
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -15,9 +14,9 @@ def create_pipeline(**kwargs) -> Pipeline:
              "baseline_markov_metrics", name="train_markov", tags=["train"]),
     ]
     trained += [
-        Node(func, [*SPLITS, "params:baselines", "params:seed"], f"baseline_{name}_metrics",
+        Node(nodes.sequential_node(name), [*SPLITS, "params:baselines", "params:seed"], f"baseline_{name}_metrics",
              name=f"train_{name}", tags=["train"])
-        for name, func in CLASSIC.items()
+        for name in MODELS
     ]
     trained.append(
         Node(nodes.train_tiger, ["item_sids", *SPLITS[1:], "params:baselines", "params:seed"],
