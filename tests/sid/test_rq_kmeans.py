@@ -140,3 +140,87 @@ def test_seeding_trials():
         assert set(np.bincount(plain.codes[:, level], minlength=9).tolist()) == {10}
     with pytest.raises(ValueError, match="at least 1 candidate"):
         balanced_kmeans(x, 9, init_trials=0)
+
+
+# Codes of the float64, unchunked implementation on a fixed input: the float32, chunked one (and its
+# recompute-on-demand mode) must give the same.
+PINNED_LEVEL_CODES = [
+    [0, 2, 3, 0, 1, 0, 2, 1, 4, 3, 2, 3, 0, 5, 4, 3, 3, 5, 5, 2, 5, 0, 5, 4, 1, 5, 5, 1, 4, 2, 2, 4, 1, 4, 3, 4, 1, 1, 3, 2,
+     0, 5, 2, 0, 3, 4, 0, 1],
+    [2, 0, 2, 0, 5, 1, 3, 2, 1, 4, 3, 1, 0, 3, 4, 3, 2, 5, 2, 0, 3, 4, 1, 3, 1, 4, 2, 5, 1, 4, 5, 5, 0, 3, 2, 5, 1, 4, 4, 0,
+     2, 1, 5, 0, 4, 0, 5, 3],
+]
+
+
+@pytest.mark.parametrize("chunk_rows,cache_bytes", [(None, None), (5, 0), (7, 10**9)])
+def test_pinned_codes_whatever_the_chunking(monkeypatch, chunk_rows, cache_bytes):
+    from singer_rec.sid import rq_kmeans
+
+    if chunk_rows is not None:
+        monkeypatch.setattr(rq_kmeans, "DISTANCE_CHUNK_ROWS", chunk_rows)
+        monkeypatch.setattr(rq_kmeans, "DISTANCE_CACHE_BYTES", cache_bytes)
+    result = balanced_rq_kmeans(_blobs(48, 6, seed=21), 2, 6, seed=4)
+    assert result.codes.T.tolist() == PINNED_LEVEL_CODES
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 7, 64, 1000])
+def test_chunked_distances_equal_unchunked(chunk_rows):
+    from singer_rec.sid.rq_kmeans import _Distances, iter_sq_distances, pairwise_sq_distances
+
+    x = _blobs(300, 16, seed=9)
+    centroids = _blobs(11, 16, seed=10)
+    whole = pairwise_sq_distances(x, centroids, chunk_rows=10**6)
+    assert whole.dtype == np.float32 and whole.shape == (300, 11)
+    # equal up to float32 round-off: BLAS may sum a dot product in another order for another block shape
+    chunked = pairwise_sq_distances(x, centroids, chunk_rows=chunk_rows)
+    assert chunked.dtype == np.float32
+    np.testing.assert_allclose(chunked, whole, rtol=1e-6, atol=1e-5)
+    blocks = list(iter_sq_distances(x, centroids, chunk_rows=chunk_rows))
+    assert all(block.shape[0] <= chunk_rows for _, block in blocks)
+    np.testing.assert_array_equal(np.concatenate([block for _, block in blocks]), chunked)
+    rows = np.random.default_rng(0).permutation(300)[:40]
+    cached = _Distances(x, centroids, chunk_rows=chunk_rows)
+    np.testing.assert_array_equal(cached.rows(rows), chunked[rows])  # one matrix: bit-identical
+    recomputed = _Distances(x, centroids, chunk_rows=chunk_rows, cache_bytes=0)
+    assert recomputed.full is None
+    np.testing.assert_allclose(recomputed.rows(rows), whole[rows], rtol=1e-6, atol=1e-5)
+    reference = (x.astype(np.float64)[:, None, :] - centroids.astype(np.float64)[None]) ** 2
+    np.testing.assert_allclose(whole, reference.sum(axis=2), rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("trial", range(6))
+@pytest.mark.parametrize("cache_bytes", [0, 10**9])
+def test_chunked_assignment_is_balanced_and_optimal(trial, cache_bytes):
+    """The assignment from chunked / recomputed distances, started from prices, meets the balance
+    bound and the exact optimum (brute force), like the in-memory one."""
+    from singer_rec.sid.rq_kmeans import _Distances, _balancing_prices, _optimal_assignment
+
+    rng = np.random.default_rng(100 + trial)
+    n, k = int(rng.integers(20, 90)), int(rng.integers(2, 9))
+    x = rng.standard_normal((n, 5)).astype(np.float32)
+    centroids = x[rng.choice(n, k, replace=False)]
+    dist = _Distances(x, centroids, chunk_rows=int(rng.integers(3, 17)), cache_bytes=cache_bytes)
+    lo, hi = balanced_sizes(n, k)
+    prices = _balancing_prices(dist, np.zeros(k), hi)
+    labels, potentials = _optimal_assignment(dist, lo, hi, None, 1e-9, prices=prices)
+    counts = np.bincount(labels, minlength=k)
+    assert counts.min() >= lo and counts.max() <= hi and counts.sum() == n
+    full = dist.rows(np.arange(n)).astype(np.float64)
+    got = full[np.arange(n), labels].sum()
+    assert got == pytest.approx(_assignment_optimum(full, lo, hi), rel=1e-9, abs=1e-9)
+    # the potentials are dual prices: every item sits in a cluster minimising dist - potential
+    reduced = full - potentials[None, :]
+    assert (reduced[np.arange(n), labels] <= reduced.min(axis=1) + 1e-6 * full.max()).all()
+
+
+def test_bulk_cancelling_on_a_large_swap():
+    """Two clusters whose members all belong to the other: one cycle moves many items at once
+    and the result is the optimum."""
+    n = 40
+    dist = np.zeros((n, 2))
+    dist[:20, 0] = 5.0  # items 0..19 prefer cluster 1
+    dist[20:, 1] = 5.0  # items 20..39 prefer cluster 0
+    dist += np.random.default_rng(0).random((n, 2)) * 0.1
+    start = np.r_[np.zeros(20, dtype=np.int64), np.ones(20, dtype=np.int64)]
+    labels = optimal_balanced_assignment(dist, 20, 20, init_labels=start)
+    assert labels.tolist() == [1] * 20 + [0] * 20

@@ -169,3 +169,112 @@ def generate_amazon_like(
     # dumps are grouped by item, not by user
     order = sorted(range(len(reviews)), key=lambda i: (reviews[i]["asin"], i))
     return [reviews[i] for i in order], meta
+
+
+# --- a large catalogue for scale benchmarks (does not touch the demo generator above) ---------------
+
+_SYLLABLES = [c + v for c in "bcdfghklmnprstvz" for v in ("a", "e", "i", "o", "u", "ai", "ou")]
+
+
+def _catalogue_words(rng: np.random.Generator, count: int) -> np.ndarray:
+    """``count`` distinct pronounceable pseudo-words of 2-4 syllables."""
+    words: dict[str, None] = {}
+    while len(words) < count:
+        lengths = rng.integers(2, 5, size=count)
+        picks = rng.integers(len(_SYLLABLES), size=(count, 4))
+        for length, row in zip(lengths.tolist(), picks.tolist()):
+            words["".join(_SYLLABLES[s] for s in row[:length])] = None
+            if len(words) == count:
+                break
+    return np.array(list(words), dtype=object)
+
+
+def catalogue_records(
+    seed: int,
+    n_items: int,
+    *,
+    min_reviews_per_item: int = 5,
+    mean_reviews_per_item: float = 10.0,
+    max_reviews_per_item: int = 2000,
+    min_user_reviews: int = 5,
+    mean_user_reviews: float = 9.0,
+    n_topics: int | None = None,
+    vocabulary: int = 20000,
+    span_days: int = 760,
+):
+    """``(reviews, meta, counts)`` of an Amazon-2018-shaped catalogue of ``n_items`` items, sized for
+    scale benchmarks (millions of items): ``reviews`` and ``meta`` are *iterators* of records shaped as
+    :func:`generate_amazon_like`'s (reviews grouped by item, as the dumps), produced lazily so that
+    memory stays with the reader; ``counts`` = ``{"items", "users", "reviews"}``.
+
+    Reviews per item are long-tailed: ``min + Pareto(2)``-distributed with the given mean, capped
+    at ``max_reviews_per_item``; user sequence lengths are ``min_user_reviews`` plus a geometric
+    tail (mean ``mean_user_reviews``); each user mostly stays within one topic. Titles and
+    descriptions (10-200 words, long-tailed) are drawn from a topic's share of a pseudo-word
+    vocabulary, so text embeddings cluster by topic. Deterministic for the same arguments.
+    """
+    if n_items < 1:
+        raise ValueError(f"n_items must be >= 1, got {n_items}")
+    rng = np.random.default_rng(seed)
+    topics = n_topics or max(8, n_items // 250)
+    extra = max(mean_reviews_per_item - min_reviews_per_item, 0.0)  # Pareto(a=2) has mean 1
+    per_item = np.minimum(min_reviews_per_item + np.floor(rng.pareto(2.0, n_items) * extra).astype(np.int64),
+                          max_reviews_per_item)
+    item_topic = rng.integers(topics, size=n_items)
+    # review slots ordered by (topic, random): consecutive slots -> one user, mostly one topic
+    slots = np.repeat(np.arange(n_items), per_item)
+    slots = slots[np.lexsort((rng.random(slots.size), item_topic[slots]))]
+    p = 1.0 / max(mean_user_reviews - min_user_reviews + 1.0, 1.0)
+    lengths = []
+    total = 0
+    while total < slots.size:
+        draw = min_user_reviews + rng.geometric(p, size=max(1024, (slots.size - total) // 4)) - 1
+        lengths.append(draw)
+        total += int(draw.sum())
+    lengths = np.concatenate(lengths)
+    ends = np.cumsum(lengths)
+    lengths = lengths[: int(np.searchsorted(ends, slots.size)) + 1]
+    lengths[-1] -= int(lengths.sum()) - slots.size
+    user_of_slot = np.repeat(np.arange(lengths.size), lengths)
+    # user order within a topic block is random: rotate slots by a random shift per user start
+    start_day = rng.integers(0, max(1, span_days - 3 * int(lengths.max())), size=lengths.size)
+    step_days = 1 + rng.integers(0, 3, size=slots.size)
+    first = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+    cumulative = np.cumsum(step_days)
+    day = start_day[user_of_slot] + cumulative - (cumulative[first] - step_days[first])[user_of_slot]
+    timestamps = START_TIME + day.astype(np.int64) * DAY
+    asins = np.char.add("B", np.char.zfill(np.arange(n_items).astype(str), 9))
+    users = np.char.add("A", np.char.zfill(np.arange(lengths.size).astype(str), 12))
+    by_item = np.argsort(slots, kind="stable")
+    counts = {"items": int(n_items), "users": int(lengths.size), "reviews": int(slots.size)}
+
+    def reviews():
+        for index in by_item.tolist():
+            yield {"overall": 5.0, "verified": True, "reviewerID": str(users[user_of_slot[index]]),
+                   "asin": str(asins[slots[index]]), "unixReviewTime": int(timestamps[index]),
+                   "reviewText": "Works as described.", "summary": "Good"}
+
+    def meta():
+        meta_rng = np.random.default_rng(seed + 1)
+        words = _catalogue_words(meta_rng, vocabulary)
+        topic_share = max(50, vocabulary // 20)  # each topic draws most words from its own slice
+        topic_offset = meta_rng.integers(0, vocabulary - topic_share + 1, size=topics)
+        chunk = 4096
+        for start in range(0, n_items, chunk):
+            stop = min(start + chunk, n_items)
+            size = stop - start
+            desc_len = np.minimum(10 + np.floor(meta_rng.pareto(2.5, size) * 40).astype(np.int64), 200)
+            width = 6 + int(desc_len.max())
+            own = topic_offset[item_topic[start:stop], None] + meta_rng.integers(0, topic_share, size=(size, width))
+            common = meta_rng.integers(0, vocabulary, size=(size, width))
+            pick = np.where(meta_rng.random((size, width)) < 0.8, own, common)
+            for row in range(size):
+                item = start + row
+                tokens = words[pick[row]]
+                yield {"asin": str(asins[item]),
+                       "title": " ".join(tokens[:5]).title() + f" {item % 1000}",
+                       "description": [" ".join(tokens[6 : 6 + desc_len[row]]) + "."],
+                       "brand": str(tokens[5]).title(),
+                       "category": ["Synthetic Store", f"Topic {item_topic[item]}"]}
+
+    return reviews(), meta(), counts

@@ -17,11 +17,15 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -146,15 +150,27 @@ def encode_texts(
     return np.ascontiguousarray(vectors, dtype=np.float32)
 
 
+def length_sorted_batches(texts: Sequence[str], batch_size: int) -> list[np.ndarray]:
+    """Row indices of ``texts`` in batches of ``batch_size``, longest texts first over the whole
+    catalogue (stable: equal lengths keep their order), so that a batch pads to a similar length."""
+    lengths = np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts))
+    order = np.argsort(-lengths, kind="stable")
+    return [order[start : start + batch_size] for start in range(0, order.size, batch_size)]
+
+
 def _encode_batched(model, texts: Sequence[str], batch_size: int, progress: bool) -> np.ndarray:
+    """Encode in one length-sorted pass over all texts (not chunk by chunk); rows in input order."""
     from tqdm.auto import tqdm
 
-    batches: Iterable[int] = range(0, len(texts), batch_size)
-    out = []
-    for start in tqdm(batches, desc="embedding items", unit="batch", disable=not progress):
-        chunk = list(texts[start : start + batch_size])
-        out.append(model.encode(chunk, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False))
-    if not out:
+    batches = length_sorted_batches(texts, batch_size)
+    if not batches:
         dim = model.get_sentence_embedding_dimension()
         return np.zeros((0, dim), dtype=np.float32)
-    return np.concatenate(out).astype(np.float32)  # bf16/fp16 weights: float32 vectors
+    out: np.ndarray | None = None
+    for rows in tqdm(batches, desc="embedding items", unit="batch", disable=not progress):
+        chunk = [texts[i] for i in rows.tolist()]
+        vectors = model.encode(chunk, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
+        if out is None:
+            out = np.empty((len(texts), vectors.shape[1]), dtype=np.float32)
+        out[rows] = vectors  # bf16/fp16 weights: float32 vectors
+    return out
