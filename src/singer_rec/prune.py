@@ -47,21 +47,23 @@ def _versioned_filepaths(catalog: Mapping[str, Any]) -> dict[str, str]:
 
 def dataset_versions(catalog: Mapping[str, Any], project_root: str | Path = ".") -> list[DatasetVersions]:
     """The version folders on disk of every versioned entry of a resolved catalog configuration."""
-    found = []
+    found: dict[Path, DatasetVersions] = {}
     root = Path(project_root)
-    for name, filepath in sorted(_versioned_filepaths(catalog).items()):
+    # shortest name first: where two entries share a folder (catalog_update writes item_sids under
+    # its own name), the folder is listed once, under the stage's name
+    for name, filepath in sorted(_versioned_filepaths(catalog).items(), key=lambda kv: (len(kv[0]), kv[0])):
         pattern = _PLACEHOLDER.sub("*", filepath)  # a factory entry: every namespace's folder
         for dataset_root in sorted(glob.glob(str(root / pattern))):
             dataset_root = Path(dataset_root)
-            if not dataset_root.is_dir():
+            if not dataset_root.is_dir() or dataset_root.resolve() in found:
                 continue
             versions = tuple(sorted(
                 p for p in dataset_root.iterdir()
                 if p.is_dir() and VERSION_NAME.match(p.name) and (p / dataset_root.name).exists()))
             if versions:
                 label = name if pattern == filepath else f"{name} ({dataset_root.relative_to(root)})"
-                found.append(DatasetVersions(label, dataset_root, versions))
-    return found
+                found[dataset_root.resolve()] = DatasetVersions(label, dataset_root, versions)
+    return sorted(found.values(), key=lambda entry: entry.dataset)
 
 
 def prune_versions(catalog: Mapping[str, Any], keep: int, project_root: str | Path = ".",
