@@ -27,6 +27,7 @@ import json
 import logging
 import re
 import zlib
+from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -303,10 +304,16 @@ def collect_interactions(
     records: Iterable[tuple[str, dict]], names: FieldNames, report: IngestReport,
     skip_bad_lines: bool,
 ) -> pd.DataFrame:
-    """Interactions table from ``(where, record)`` pairs; exact duplicates are dropped."""
-    users: list[str] = []
-    items: list[str] = []
-    times: list[int] = []
+    """Interactions table from ``(where, record)`` pairs; exact duplicates are dropped.
+
+    Ids are interned while streaming (each distinct id is one Python string, each review three
+    integers), and the table's id columns are Arrow-backed strings: a review costs tens of bytes,
+    not the hundreds of a Python string pair, so a 20M-review category fits in a few GB."""
+    user_code: dict[str, int] = {}
+    item_code: dict[str, int] = {}
+    users = array("q")
+    items = array("q")
+    times = array("q")
     for where, record in records:
         try:
             user, item, timestamp = parse_review(record, names, where)
@@ -315,16 +322,28 @@ def collect_interactions(
                 raise
             report.record_bad_line(str(error))
             continue
-        users.append(user)
-        items.append(item)
+        users.append(user_code.setdefault(user, len(user_code)))
+        items.append(item_code.setdefault(item, len(item_code)))
         times.append(timestamp)
-    frame = pd.DataFrame(
-        {"user_id": users, "item_id": items, "timestamp": np.asarray(times, dtype=np.int64)}
-    )
-    before = len(frame)
-    frame = frame.drop_duplicates(ignore_index=True)
-    report.duplicate_interactions += before - len(frame)
+    codes = pd.DataFrame({
+        "user_id": np.frombuffer(users, dtype=np.int64),
+        "item_id": np.frombuffer(items, dtype=np.int64),
+        "timestamp": np.frombuffer(times, dtype=np.int64),
+    })
+    before = len(codes)
+    codes = codes.drop_duplicates(ignore_index=True)  # same rows as on the strings: ids map 1:1
+    report.duplicate_interactions += before - len(codes)
+    frame = pd.DataFrame({
+        "user_id": _strings_from_codes(codes["user_id"].to_numpy(), user_code),
+        "item_id": _strings_from_codes(codes["item_id"].to_numpy(), item_code),
+        "timestamp": codes["timestamp"].to_numpy(copy=True),
+    })
     return frame
+
+
+def _strings_from_codes(codes: np.ndarray, vocabulary: dict[str, int]) -> pd.Series:
+    """The id column for interned ``codes`` (``vocabulary`` maps id -> code in first-seen order)."""
+    return pd.Series(pd.Categorical.from_codes(codes, categories=pd.Index(list(vocabulary), dtype=str))).astype(str)
 
 
 def collect_items(

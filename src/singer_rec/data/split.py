@@ -37,17 +37,21 @@ def k_core(interactions: pd.DataFrame, k: int) -> pd.DataFrame:
     rounds = 0
     while True:
         rounds += 1
-        user_counts = kept["user_id"].map(kept["user_id"].value_counts())
-        item_counts = kept["item_id"].map(kept["item_id"].value_counts())
-        keep = (user_counts >= k) & (item_counts >= k)
+        keep = (_occurrences(kept["user_id"]) >= k) & (_occurrences(kept["item_id"]) >= k)
         if keep.all():
             break
-        kept = kept[keep]
+        kept = kept[keep].reset_index(drop=True)
     logger.info(
         "%d-core after %d rounds: %d of %d interactions, %d users, %d items",
         k, rounds, len(kept), len(interactions), kept["user_id"].nunique(), kept["item_id"].nunique(),
     )
     return kept.reset_index(drop=True)
+
+
+def _occurrences(column: pd.Series) -> np.ndarray:
+    """How often each row's value occurs in the column (integer codes: no per-value objects)."""
+    codes = pd.factorize(column)[0]
+    return np.bincount(codes)[codes]
 
 
 def to_unix_seconds(value: Any, name: str) -> int | None:
@@ -93,25 +97,24 @@ def sliding_window_rows(interactions: pd.DataFrame, max_history: int = 10) -> pd
     """
     if max_history < 1:
         raise ValueError(f"max_history must be >= 1, got {max_history}")
-    ordered = interactions.sort_values(["user_id", "timestamp"], kind="stable")
-    users: list[str] = []
-    histories: list[list[str]] = []
-    targets: list[str] = []
-    times: list[int] = []
-    for user, group in ordered.groupby("user_id", sort=True):
-        items = group["item_id"].tolist()
-        stamps = group["timestamp"].tolist()
-        for position in range(1, len(items)):
-            users.append(str(user))
-            histories.append(items[max(0, position - max_history) : position])
-            targets.append(items[position])
-            times.append(int(stamps[position]))
+    ordered = interactions.sort_values(["user_id", "timestamp"], kind="stable", ignore_index=True)
+    n = len(ordered)
+    user_codes = pd.factorize(ordered["user_id"])[0]
+    item_codes, item_ids = pd.factorize(ordered["item_id"])
+    # one Python string per distinct item, shared by every history that holds it
+    items_in_order = np.array(item_ids.tolist(), dtype=object)[item_codes]
+    starts_user = np.ones(n, dtype=bool)
+    starts_user[1:] = user_codes[1:] != user_codes[:-1]
+    user_start = np.maximum.accumulate(np.where(starts_user, np.arange(n), 0))
+    targets = np.flatnonzero(~starts_user)  # every interaction after its user's first
+    first = np.maximum(user_start[targets], targets - max_history)
+    histories = [items_in_order[lo:hi].tolist() for lo, hi in zip(first.tolist(), targets.tolist())]
     return pd.DataFrame(
         {
-            "user_id": pd.Series(users, dtype=str),
+            "user_id": ordered["user_id"].iloc[targets].astype(str).reset_index(drop=True),
             "history": pd.Series(histories, dtype=object),
-            "target": pd.Series(targets, dtype=str),
-            "timestamp": np.asarray(times, dtype=np.int64),
+            "target": ordered["item_id"].iloc[targets].astype(str).reset_index(drop=True),
+            "timestamp": ordered["timestamp"].to_numpy()[targets].astype(np.int64),
         }
     )
 

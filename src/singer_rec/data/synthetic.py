@@ -249,10 +249,11 @@ def catalogue_records(
     counts = {"items": int(n_items), "users": int(lengths.size), "reviews": int(slots.size)}
 
     def reviews():
-        for index in by_item.tolist():
-            yield {"overall": 5.0, "verified": True, "reviewerID": str(users[user_of_slot[index]]),
-                   "asin": str(asins[slots[index]]), "unixReviewTime": int(timestamps[index]),
-                   "reviewText": "Works as described.", "summary": "Good"}
+        for start in range(0, by_item.size, 65536):  # no Python int per review held at once
+            for index in by_item[start : start + 65536].tolist():
+                yield {"overall": 5.0, "verified": True, "reviewerID": str(users[user_of_slot[index]]),
+                       "asin": str(asins[slots[index]]), "unixReviewTime": int(timestamps[index]),
+                       "reviewText": "Works as described.", "summary": "Good"}
 
     def meta():
         meta_rng = np.random.default_rng(seed + 1)
