@@ -184,16 +184,23 @@ def test_chunked_distances_equal_unchunked(chunk_rows):
     recomputed = _Distances(x, centroids, chunk_rows=chunk_rows, cache_bytes=0)
     assert recomputed.full is None
     np.testing.assert_allclose(recomputed.rows(rows), whole[rows], rtol=1e-6, atol=1e-5)
+    columns = np.array([10, 0, 4])  # a few centroids only (the cycle cancelling's reads)
+    np.testing.assert_array_equal(cached.columns(rows, columns), chunked[rows][:, columns])
+    np.testing.assert_allclose(recomputed.columns(rows, columns), whole[rows][:, columns], rtol=1e-6, atol=1e-5)
     reference = (x.astype(np.float64)[:, None, :] - centroids.astype(np.float64)[None]) ** 2
     np.testing.assert_allclose(whole, reference.sum(axis=2), rtol=1e-4, atol=1e-3)
 
 
 @pytest.mark.parametrize("trial", range(6))
-@pytest.mark.parametrize("cache_bytes", [0, 10**9])
-def test_chunked_assignment_is_balanced_and_optimal(trial, cache_bytes):
+@pytest.mark.parametrize("cache_bytes,whole_rows_max", [(0, 10**9), (10**9, 10**9), (0, 0), (10**9, 0)])
+def test_chunked_assignment_is_balanced_and_optimal(monkeypatch, trial, cache_bytes, whole_rows_max):
     """The assignment from chunked / recomputed distances, started from prices, meets the balance
-    bound and the exact optimum (brute force), like the in-memory one."""
+    bound and the exact optimum (brute force), like the in-memory one, whether the clusters' edges
+    are kept from whole rows or by column (``whole_rows_max`` 0)."""
+    from singer_rec.sid import rq_kmeans
     from singer_rec.sid.rq_kmeans import _Distances, _balancing_prices, _optimal_assignment
+
+    monkeypatch.setattr(rq_kmeans, "WHOLE_ROWS_MAX_VALUES", whole_rows_max)
 
     rng = np.random.default_rng(100 + trial)
     n, k = int(rng.integers(20, 90)), int(rng.integers(2, 9))
@@ -211,6 +218,38 @@ def test_chunked_assignment_is_balanced_and_optimal(trial, cache_bytes):
     # the potentials are dual prices: every item sits in a cluster minimising dist - potential
     reduced = full - potentials[None, :]
     assert (reduced[np.arange(n), labels] <= reduced.min(axis=1) + 1e-6 * full.max()).all()
+
+
+@pytest.mark.parametrize("trial", range(4))
+@pytest.mark.parametrize("whole_rows_max", [0, 10**9])
+def test_cancelled_edges_equal_a_recomputation(monkeypatch, trial, whole_rows_max):
+    """After cycle cancelling (large clusters: edges kept up to date column by column, through the
+    member that gives each edge; small ones: from whole rows), every edge p -> q equals min over p's
+    members of dist[i, q] - dist[i, p] recomputed from the final labels, and each known cheapest
+    member is in p and gives it."""
+    from singer_rec.sid import rq_kmeans
+    from singer_rec.sid.rq_kmeans import _CycleCanceller, _Distances, greedy_balanced_assignment
+
+    monkeypatch.setattr(rq_kmeans, "WHOLE_ROWS_MAX_VALUES", whole_rows_max)  # 0: every cluster "large"
+
+    rng = np.random.default_rng(300 + trial)
+    n, k = int(rng.integers(200, 600)), int(rng.integers(5, 14))
+    x = _blobs(n, 6, seed=400 + trial)
+    dist = _Distances(x, x[rng.choice(n, k, replace=False)])
+    lo, hi = balanced_sizes(n, k)
+    canceller = _CycleCanceller(dist, greedy_balanced_assignment(dist, lo, hi), lo, hi, 1e-9)
+    labels = canceller.run()
+    full = dist.rows(np.arange(n)).astype(np.float64)
+    for p in range(k):
+        members = np.flatnonzero(labels == p)
+        assert sorted(canceller.members[p].tolist()) == members.tolist()
+        expected = (full[members] - full[members, p][:, None]).min(axis=0)
+        expected[p] = np.inf
+        np.testing.assert_array_equal(canceller.into[:k, p], expected)
+        for q in np.flatnonzero(canceller.cheapest[p] >= 0):
+            if q != p:
+                i = canceller.cheapest[p, q]
+                assert labels[i] == p and full[i, q] - full[i, p] == expected[q]
 
 
 def test_bulk_cancelling_on_a_large_swap():

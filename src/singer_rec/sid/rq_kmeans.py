@@ -133,6 +133,12 @@ class _Distances:
             return self.full[idx]
         return _sq_distances_block(self.x[idx], self.c32)
 
+    def columns(self, idx: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """Distances of rows ``idx`` to the centroids ``cols`` only: [len(idx), len(cols)]."""
+        if self.full is not None:
+            return self.full[idx[:, None], cols[None, :]]
+        return _sq_distances_block(self.x[idx], self.c32[cols])
+
 
 def kmeans_plus_plus(x: np.ndarray, k: int, rng: np.random.Generator, local_trials: int | None = None) -> np.ndarray:
     """Greedy k-means++ seeding: at each step draw ``local_trials`` candidates by D^2 sampling and
@@ -280,6 +286,10 @@ class _CycleCanceller:
             present, first = np.unique(part[by], return_index=True)
             into_t[present] = np.minimum(into_t[present], np.minimum.reduceat(gain[by], first, axis=0))
         self.tol = tol * (scale or 1.0)
+        # cheapest[c, q]: the member of c that gives edge c -> q (-1: not known yet, the initial
+        # edges come from a segment minimum); a cluster's column is recomputed only when that
+        # member leaves, so a cancellation reads a few columns, not whole distance rows
+        self.cheapest = np.full((self.k, self.k), -1, dtype=np.int64)
         self.into = np.full((self.k + 1, self.k + 1), np.inf)
         self.into[: self.k, : self.k] = into_t.T
         np.fill_diagonal(self.into, np.inf)
@@ -351,19 +361,19 @@ class _CycleCanceller:
         t-th layer's total gain negative: a layer moves one item out of and one into every cluster
         of the cycle (sizes unchanged), each item moves once and the cost is separable, so each
         layer lowers the cost by its total gain (the gains are sorted, so layers only get dearer).
-        Each cluster's members' distance rows are read once and give both the items to move and,
-        less the leavers plus the arrivals, the cluster's new outgoing edges."""
-        blocks: dict[int, np.ndarray] = {}
+        An edge's gains need two distance columns of its cluster's members; afterwards each touched
+        cluster's outgoing edges are brought up to date (:meth:`_update_edges`)."""
         leaving: dict[int, np.ndarray] = {}  # cluster -> positions (in its members) of leavers
         moves = []  # (p, q, positions in p's members)
+        refresh: set[int] = set()
         for cycle in cycles:
             edges = [(p, cycle[(i + 1) % len(cycle)]) for i, p in enumerate(cycle)]
             real = [(p, q) for p, q in edges if p != self.k and q != self.k]  # slack edges change sizes only
             order = {}
             depth = 1 if len(real) < len(edges) else min(MAX_LAYERS, min(self.members[p].size for p, _ in real))
             for p, q in real:
-                blocks[p] = self.dist.rows(self.members[p])
-                gain = blocks[p][:, q].astype(np.float64) - blocks[p][:, p]
+                pair = self.dist.columns(self.members[p], np.array([p, q]))
+                gain = pair[:, 1].astype(np.float64) - pair[:, 0]
                 if depth == 1:
                     cheapest = np.array([int(gain.argmin())])
                 else:  # the `depth` cheapest moves, in order
@@ -371,36 +381,77 @@ class _CycleCanceller:
                     cheapest = cheapest[np.argsort(gain[cheapest], kind="stable")]
                 order[p] = (cheapest, gain)
             layer_gain = sum(order[p][1][order[p][0]] for p, _ in real)
-            # the rows just read decide (recomputed distances may differ from the edge's in the last
-            # bit): a cycle that is not negative on them moves nothing, its clusters' edges are refreshed
+            # the distances just read decide (recomputed distances may differ from the edge's in the
+            # last bit): a cycle that is not negative on them moves nothing, and its clusters' edges
+            # are recomputed from scratch so that the search does not find it again
             layers = int(np.count_nonzero(layer_gain < -self.tol))
             for p, q in real:
                 positions = order[p][0][:layers]
                 leaving[p] = positions
                 if layers:
                     moves.append((p, q, positions))
-        incoming: dict[int, list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
+                else:
+                    refresh.add(p)
+        incoming: dict[int, list[np.ndarray]] = defaultdict(list)
         for p, q, positions in moves:
             items = self.members[p][positions]
             self.labels[items] = q
             self.counts[p] -= positions.size
             self.counts[q] += positions.size
-            incoming[q].append((items, blocks[p][positions]))
-        for c in set(blocks) | set(incoming):
-            arrivals = incoming.get(c, [])
-            new_items = [items for items, _ in arrivals]
-            if c in blocks:  # its edges from the remaining members (leavers masked out) ...
-                diff = np.subtract(blocks[c], blocks[c][:, c][:, None], dtype=np.float64)
-                diff[leaving[c]] = np.inf
-                self.into[: self.k, c] = diff.min(axis=0, initial=np.inf)
-                self.members[c] = np.delete(self.members[c], leaving[c])
-            for _, rows in arrivals:  # ... and the arrivals, which may add cheaper edges
-                added = np.subtract(rows, rows[:, c][:, None], dtype=np.float64).min(axis=0)
-                self.into[: self.k, c] = np.minimum(self.into[: self.k, c], added)
-            if new_items:
-                self.members[c] = np.concatenate([self.members[c], *new_items])
-            self.into[c, c] = np.inf
+            incoming[q].append(items)
+        for c in set(leaving) | set(incoming):
+            self._update_edges(c, leaving.get(c, np.empty(0, dtype=np.int64)), incoming.get(c, []), c in refresh)
         self._refresh_slack()
+
+    def _update_edges(self, c: int, leaver_positions: np.ndarray, arrivals: list[np.ndarray], refresh: bool) -> None:
+        """Cluster c's outgoing edges after its leavers (positions in its members) left and the
+        arrivals' items joined. A large cluster whose edges' cheapest members are known recomputes
+        only the edges whose cheapest member left, from two columns each; a small one (or one with
+        ``refresh``) recomputes all from whole rows. The arrivals may then lower any edge."""
+        self.members[c] = np.delete(self.members[c], leaver_positions)
+        others = np.arange(self.k) != c
+        small = self.members[c].size * self.k <= WHOLE_ROWS_MAX_VALUES
+        if refresh or (leaver_positions.size and (small or (self.cheapest[c][others] < 0).any())):
+            self._recompute_edges(c, None)
+        elif leaver_positions.size:  # the leavers already carry their new label
+            self._recompute_edges(c, np.flatnonzero(others & (self.labels[self.cheapest[c]] != c)))
+        for items in arrivals:  # the arrivals may add cheaper edges
+            rows = self.dist.rows(items)
+            added = np.subtract(rows, rows[:, c][:, None], dtype=np.float64)
+            at = added.argmin(axis=0)
+            best = added[at, np.arange(self.k)]
+            better = best < self.into[: self.k, c]
+            self.into[: self.k, c][better] = best[better]
+            self.cheapest[c, better] = items[at[better]]
+            self.members[c] = np.concatenate([self.members[c], items])
+        self.into[c, c] = np.inf
+
+    def _recompute_edges(self, c: int, targets: np.ndarray | None) -> None:
+        """Edges c -> q as the minimum over c's members: for q in ``targets`` from two columns
+        each, or (None) for every q from whole rows; with the member that gives each edge, which a
+        small cluster does not keep (it always recomputes from whole rows)."""
+        members = self.members[c]
+        if not members.size:
+            self.into[: self.k, c] = np.inf
+            self.cheapest[c] = -1
+            return
+        if targets is None:
+            block = self.dist.rows(members)
+            diff = np.subtract(block, block[:, c][:, None], dtype=np.float64)
+            diff[:, c] = np.inf
+            if members.size * self.k <= WHOLE_ROWS_MAX_VALUES:
+                self.into[: self.k, c] = diff.min(axis=0)
+                self.cheapest[c] = -1
+            else:
+                at = diff.argmin(axis=0)
+                self.into[: self.k, c] = diff[at, np.arange(self.k)]
+                self.cheapest[c] = members[at]
+        elif targets.size:
+            block = self.dist.columns(members, np.append(targets, c))
+            diff = np.subtract(block[:, :-1], block[:, -1:], dtype=np.float64)
+            at = diff.argmin(axis=0)
+            self.into[targets, c] = diff[at, np.arange(targets.size)]
+            self.cheapest[c, targets] = members[at]
 
     def run(self) -> np.ndarray:
         """Cancel negative cycles until a search from scratch finds none (then optimal).
@@ -429,6 +480,7 @@ class _CycleCanceller:
 
 
 MAX_LAYERS = 32  # items moved per edge of one cycle at most (the next search finds the rest)
+WHOLE_ROWS_MAX_VALUES = 2**17  # a cluster's edges from whole rows up to this many distances, else by column
 PRICE_ROUNDS = 10  # price-raising passes over the distances before the greedy start (0: none)
 PRICE_START_MIN_ITEMS = 100_000  # below: warm-start each iteration from the previous labels
 PRICE_SURPLUS_LEFT = 0.005  # stop raising once at most this share of the items is surplus
