@@ -117,7 +117,13 @@ def stage_sid(work: Path, n: int, args) -> dict:
     table, _, report = build_semantic_ids(
         items, vectors, {"num_levels": 3, "codebook_size": 256, "max_iter": args.sid_max_iter}, seed=args.seed)
     table[["item_id", "sid"]].to_parquet(work / "item_sids.parquet")
-    return {"distinct_paths": report["collisions_before"]["distinct_paths"], "max_suffix": report["max_suffix"],
+    (work / "sid_report.json").write_text(json.dumps(report, indent=1))
+    before = report["collisions_before"]
+    return {"distinct_paths": before["distinct_paths"], "colliding_groups": before["colliding_groups"],
+            "colliding_items": before["colliding_items"], "max_suffix": report["max_suffix"],
+            "collisions_after": report["collisions_after"],
+            "balanced_sizes": [report["balanced_size_min"], report["balanced_size_max"]],
+            "cluster_sizes": [[lvl["cluster_size_min"], lvl["cluster_size_max"]] for lvl in report["levels"].values()],
             "iterations": [lvl["iterations"] for lvl in report["levels"].values()]}
 
 

@@ -14,6 +14,11 @@ figures of both.
 times one level's Lloyd iterations instead (synthetic 128-d blobs, K = 256, the same k-means++
 centroids given to every variant, so only the assignment steps differ): the previous module, the
 current one warm-started from the previous labels, and the current one with its price start.
+
+    python benchmarks/sid/compare_codes.py --old <copy> --level embeddings.npy --items 1000000 --iters 2
+
+times one whole level (seeding, assignments, means) of each module on the first rows of a saved
+embedding matrix (e.g. the scale benchmark's ``embeddings.npy``) and checks the labels are equal.
 """
 from __future__ import annotations
 
@@ -101,10 +106,16 @@ def main(argv=None) -> None:
     parser.add_argument("--balancing", type=int, default=None, help="items: time the assignment steps instead")
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--level", default=None, metavar="EMBEDDINGS.npy",
+                        help="time one balanced_kmeans level (--iters iterations) on the first --items rows of this file")
+    parser.add_argument("--items", type=int, default=None)
     args = parser.parse_args(argv)
     from singer_rec.sid import rq_kmeans as new
 
     old = load_module(args.old)
+    if args.level:
+        one_level(old, new, args.level, args.items, args.k, args.iters)
+        return
     if args.balancing:
         balancing(old, args.balancing, args.iters, args.repeats)
         return
@@ -121,6 +132,21 @@ def main(argv=None) -> None:
                           "per_level_agreement": [float(v) for v in (a == b).mean(axis=0)],
                           "codebooks_max_abs_diff": float(np.abs(runs["old"].codebooks - runs["new"].codebooks).max()),
                           "old": summary(old, runs["old"]), "new": summary(new, runs["new"])}), flush=True)
+
+
+def one_level(old, new, path: str, items: int | None, k: int, iters: int) -> None:
+    """One level of each module on the same rows (previous first): CPU time, cost history, labels."""
+    x = np.load(path, mmap_mode="r")
+    x = np.ascontiguousarray(x[: items or x.shape[0]], dtype=np.float32)
+    labels = {}
+    for name, module in (("previous", old), ("current", new)):
+        t0 = time.process_time()
+        result = module.balanced_kmeans(x, k, max_iter=iters, seed=0)
+        cpu = time.process_time() - t0
+        labels[name] = result.labels
+        print(json.dumps({"module": name, "items": int(x.shape[0]), "iterations": result.iterations,
+                          "cpu_s": round(cpu, 1), "cost_history": result.cost_history}), flush=True)
+    print(json.dumps({"labels_identical": bool(np.array_equal(labels["previous"], labels["current"]))}))
 
 
 if __name__ == "__main__":
