@@ -55,6 +55,20 @@ def test_all_six_tasks_give_the_expected_rows():
     assert list(frame.columns) == ["task", "prompt", "answer", "user_id", "target"]
 
 
+def test_rows_built_in_chunks_equal_one_chunk(monkeypatch):
+    """Rows become columns a chunk at a time (memory): any chunk size gives the same table, dtypes
+    included (user_id is a string column with missing values for the item tasks)."""
+    from singer_rec import prompts
+
+    whole = _builder().build(list(TASKS), SEQUENCES, "train_sequences")
+    assert str(whole["user_id"].dtype) == "str" and whole["user_id"].isna().sum() == 8
+    for chunk_rows in (1, 2, 5):
+        monkeypatch.setattr(prompts, "BUILD_CHUNK_ROWS", chunk_rows)
+        pd.testing.assert_frame_equal(_builder().build(list(TASKS), SEQUENCES, "train_sequences"), whole)
+    only_items = _builder().build(["sid_to_title"], SEQUENCES, "train_sequences")
+    assert only_items["user_id"].tolist() == [None, None, None]
+
+
 def test_semantic_task_matches_the_shared_semantic_prompt_and_render_format():
     frame = _builder().build(["semantic"], SEQUENCES, "valid_sequences", item_tasks=False)
     assert frame.prompt[0] == semantic_prompt(["<a_1><b_2><c_3>", "<a_1><b_2><c_4>"])

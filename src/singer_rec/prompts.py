@@ -20,7 +20,8 @@ Templates are ``str.format`` strings with the fields ``{history}``, ``{sid}``, `
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import itertools
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -67,6 +68,8 @@ PAPER_TEMPLATES: dict[str, list[str]] = {
     ],
 }
 OUTPUT_COLUMNS = ["task", "prompt", "answer", "user_id", "target"]
+_STRING_COLUMNS = {"task": str, "prompt": str, "answer": str, "target": str}
+BUILD_CHUNK_ROWS = 131072
 
 
 def render_for_model(prompt: str) -> str:
@@ -154,11 +157,10 @@ class PromptBuilder:
         except KeyError:
             raise ValueError(f"{where}: item {item_id!r} is not in items") from None
 
-    def sequence_rows(self, task: str, sequences: pd.DataFrame, name: str) -> list[dict[str, Any]]:
+    def sequence_rows(self, task: str, sequences: pd.DataFrame, name: str) -> Iterator[dict[str, Any]]:
         _require_columns(sequences, name, ["user_id", "history", "target"])
         templates = self.templates[task]
         rng = self._rng(task, name)
-        rows = []
         for row, (user, history, target) in enumerate(zip(sequences["user_id"], sequences["history"], sequences["target"])):
             where = f"{name} row {row} (user {user})"
             history = [str(h) for h in list(history)[-self.history_length:]] if history is not None else []
@@ -175,14 +177,12 @@ class PromptBuilder:
             if not answer:
                 continue  # an item without a title cannot be a title answer
             template = templates[int(rng.integers(len(templates)))]
-            rows.append({"task": task, "prompt": template.format(history=shown), "answer": answer,
-                         "user_id": str(user), "target": target})
-        return rows
+            yield {"task": task, "prompt": template.format(history=shown), "answer": answer,
+                   "user_id": str(user), "target": target}
 
-    def item_rows(self, task: str, name: str) -> list[dict[str, Any]]:
+    def item_rows(self, task: str, name: str) -> Iterator[dict[str, Any]]:
         templates = self.templates[task]
         rng = self._rng(task, name)
-        rows = []
         for item_id in self.items["item_id"].astype(str):
             sid = self._sid(item_id, f"items (item {item_id!r})")
             title, description = self.title_of[item_id], self.description_of[item_id]
@@ -195,18 +195,27 @@ class PromptBuilder:
             if not answer or not all(fields.values()):
                 continue
             template = templates[int(rng.integers(len(templates)))]
-            rows.append({"task": task, "prompt": template.format(**fields), "answer": answer,
-                         "user_id": None, "target": item_id})
-        return rows
+            yield {"task": task, "prompt": template.format(**fields), "answer": answer,
+                   "user_id": None, "target": item_id}
 
     def build(self, tasks: Sequence[str], sequences: pd.DataFrame, name: str, item_tasks: bool = True) -> pd.DataFrame:
         """Rows of ``tasks`` over ``sequences`` (and over the items, for item tasks when ``item_tasks``)."""
         check_templates(self.templates, tasks)
-        rows: list[dict[str, Any]] = []
+        # rows as Python objects a chunk at a time, kept as Arrow-backed string columns: the peak
+        # memory is one chunk's Python rows plus the compact columns, not every row's objects
+        frames = []
         for task in tasks:
             if task in SEQUENCE_TASKS + BASELINE_TASKS:
-                rows += self.sequence_rows(task, sequences, name)
+                rows = self.sequence_rows(task, sequences, name)
             elif item_tasks:
-                rows += self.item_rows(task, name)
-        return pd.DataFrame(rows, columns=OUTPUT_COLUMNS).astype(
-            {"task": str, "prompt": str, "answer": str, "target": str})
+                rows = self.item_rows(task, name)
+            else:
+                continue
+            while chunk := list(itertools.islice(rows, BUILD_CHUNK_ROWS)):
+                frames.append(pd.DataFrame(chunk, columns=OUTPUT_COLUMNS).astype(_STRING_COLUMNS))
+        if not frames:
+            return pd.DataFrame([], columns=OUTPUT_COLUMNS).astype(_STRING_COLUMNS)
+        frame = pd.concat(frames, ignore_index=True)
+        if frame["user_id"].dtype == object:  # typed as one table of all rows would be (str when any row has a user)
+            frame["user_id"] = pd.Series(frame["user_id"].to_numpy(dtype=object), index=frame.index)
+        return frame
