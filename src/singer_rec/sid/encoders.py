@@ -148,8 +148,9 @@ def encode_texts(
         from singer_rec.training.common import resolve_device
 
         if devices and len(devices) > 1:
-            targets = [str(resolve_device(name, f"embed.devices[{i}]")) for i, name in enumerate(devices)]
-            torch_dtype = weights_dtype(dtype, resolve_device(devices[0], "embed.devices[0]"))
+            places = [resolve_device(name, f"embed.devices[{i}]") for i, name in enumerate(devices)]
+            targets = [str(place) for place in places]
+            torch_dtype = weights_dtype(dtype, places[0])
             model = _sentence_transformer(path, "cpu", torch_dtype)  # each process moves its copy
             logger.info("embedding %d texts with %s (batch %d, processes on %s, %s)", len(texts), path,
                         batch_size, targets, str(torch_dtype).removeprefix("torch."))

@@ -256,6 +256,14 @@ def greedy_balanced_assignment(dist, size_lo: int, size_hi: int, prices: np.ndar
     return labels
 
 
+def _smallest_gains(block: np.ndarray, own: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per column of ``block`` (some items' distances to some centroids): the smallest gain
+    ``block - own`` in float64 (``own``: each item's distance to its own cluster), and its row."""
+    gain = np.subtract(block, own[:, None], dtype=np.float64)
+    at = gain.argmin(axis=0)
+    return gain[at, np.arange(gain.shape[1])], at
+
+
 class _CycleCanceller:
     """Optimal balanced assignment by negative-cycle cancelling on the cluster graph.
 
@@ -410,26 +418,27 @@ class _CycleCanceller:
         ``refresh``) recomputes all from whole rows. The arrivals may then lower any edge."""
         self.members[c] = np.delete(self.members[c], leaver_positions)
         others = np.arange(self.k) != c
-        small = self.members[c].size * self.k <= WHOLE_ROWS_MAX_VALUES
-        if refresh or (leaver_positions.size and (small or (self.cheapest[c][others] < 0).any())):
+        if refresh or (leaver_positions.size and (self._is_small(c) or (self.cheapest[c][others] < 0).any())):
             self._recompute_edges(c, None)
         elif leaver_positions.size:  # the leavers already carry their new label
             self._recompute_edges(c, np.flatnonzero(others & (self.labels[self.cheapest[c]] != c)))
         for items in arrivals:  # the arrivals may add cheaper edges
             rows = self.dist.rows(items)
-            added = np.subtract(rows, rows[:, c][:, None], dtype=np.float64)
-            at = added.argmin(axis=0)
-            best = added[at, np.arange(self.k)]
+            best, at = _smallest_gains(rows, rows[:, c])
             better = best < self.into[: self.k, c]
             self.into[: self.k, c][better] = best[better]
             self.cheapest[c, better] = items[at[better]]
             self.members[c] = np.concatenate([self.members[c], items])
         self.into[c, c] = np.inf
 
+    def _is_small(self, c: int) -> bool:
+        """Whether cluster c's edges are kept from whole rows (no cheapest members tracked)."""
+        return self.members[c].size * self.k <= WHOLE_ROWS_MAX_VALUES
+
     def _recompute_edges(self, c: int, targets: np.ndarray | None) -> None:
         """Edges c -> q as the minimum over c's members: for q in ``targets`` from two columns
-        each, or (None) for every q from whole rows; with the member that gives each edge, which a
-        small cluster does not keep (it always recomputes from whole rows)."""
+        each, or (None) for every q from whole rows (edge c -> c is reset by the caller); with the
+        member that gives each edge, which a small cluster does not keep."""
         members = self.members[c]
         if not members.size:
             self.into[: self.k, c] = np.inf
@@ -437,20 +446,15 @@ class _CycleCanceller:
             return
         if targets is None:
             block = self.dist.rows(members)
-            diff = np.subtract(block, block[:, c][:, None], dtype=np.float64)
-            diff[:, c] = np.inf
-            if members.size * self.k <= WHOLE_ROWS_MAX_VALUES:
-                self.into[: self.k, c] = diff.min(axis=0)
-                self.cheapest[c] = -1
-            else:
-                at = diff.argmin(axis=0)
-                self.into[: self.k, c] = diff[at, np.arange(self.k)]
-                self.cheapest[c] = members[at]
-        elif targets.size:
+            own, targets = block[:, c], np.arange(self.k)
+        else:
             block = self.dist.columns(members, np.append(targets, c))
-            diff = np.subtract(block[:, :-1], block[:, -1:], dtype=np.float64)
-            at = diff.argmin(axis=0)
-            self.into[targets, c] = diff[at, np.arange(targets.size)]
+            own, block = block[:, -1], block[:, :-1]
+        if self._is_small(c):
+            self.into[targets, c] = np.subtract(block, own[:, None], dtype=np.float64).min(axis=0)
+            self.cheapest[c, targets] = -1
+        else:
+            self.into[targets, c], at = _smallest_gains(block, own)
             self.cheapest[c, targets] = members[at]
 
     def run(self) -> np.ndarray:
